@@ -1,0 +1,127 @@
+//! The one mapping from failures to HTTP: RFC 7807 problem+json with OneFuzz's title and code,
+//! so both OneFuzz clients and plain HTTP clients read them.
+
+use http::StatusCode;
+use lambda_http::{Body, Response};
+use serde::Serialize;
+
+use super::Surface;
+use crate::domain::ParseError;
+use crate::queue::QueueError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("unable to find webhook")]
+    WebhookNotFound,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("method {method} is not allowed here; allowed: {allowed}")]
+    MethodNotAllowed { method: String, allowed: &'static str },
+    #[error("no route for {0}")]
+    NoRoute(String),
+    #[error("request body is over the {limit}-byte limit")]
+    PayloadTooLarge { limit: usize },
+    #[error("content type must be application/json, not {0:?}")]
+    UnsupportedMediaType(String),
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// Complete in logs, opaque to clients.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<ParseError> for ApiError {
+    fn from(err: ParseError) -> Self {
+        Self::InvalidRequest(err.0)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict => Self::Conflict("the webhook was changed by another request; retry".into()),
+            StoreError::NotFound => Self::WebhookNotFound,
+            StoreError::BadCursor => Self::InvalidRequest("next: not a valid pagination cursor".into()),
+            StoreError::Backend(detail) => Self::Internal(format!("store: {detail}")),
+        }
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(err: QueueError) -> Self {
+        Self::Internal(err.to_string())
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: &'a str,
+    code: u16,
+    errors: [&'a str; 1],
+}
+
+const INTERNAL_DETAIL: &str = "internal server error; the service logged the details";
+
+impl ApiError {
+    /// The HTTP status on `surface`. The compat routes answer a missing webhook with 400,
+    /// because the OneFuzz client retries 404s.
+    pub fn status(&self, surface: Surface) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::WebhookNotFound if surface == Surface::Compat => StatusCode::BAD_REQUEST,
+            Self::WebhookNotFound | Self::NotFound(_) | Self::NoRoute(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn title_and_code(&self, surface: Surface) -> (&'static str, u16) {
+        match self {
+            Self::WebhookNotFound if surface == Surface::Compat => ("INVALID_REQUEST", 450),
+            Self::WebhookNotFound | Self::NotFound(_) | Self::NoRoute(_) => ("UNABLE_TO_FIND", 467),
+            Self::Unauthorized => ("UNAUTHORIZED", 457),
+            Self::Internal(_) => ("INTERNAL_ERROR", 500),
+            _ => ("INVALID_REQUEST", 450),
+        }
+    }
+
+    pub fn into_response(self, surface: Surface) -> Response<Body> {
+        let status = self.status(surface);
+        let (title, code) = self.title_and_code(surface);
+        let message = self.to_string();
+        let detail = if let Self::Internal(cause) = &self {
+            tracing::error!(status = status.as_u16(), error = %cause, "request failed");
+            INTERNAL_DETAIL
+        } else {
+            tracing::info!(status = status.as_u16(), detail = %message, "request refused");
+            message.as_str()
+        };
+        let problem = Problem { kind: "about:blank", title, status: status.as_u16(), detail, code, errors: [detail] };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = Response::new(Body::from(body));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/problem+json"));
+        if let Self::MethodNotAllowed { allowed, .. } = self {
+            response.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allowed));
+        }
+        if let Self::Unauthorized = self {
+            response.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

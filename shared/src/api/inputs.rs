@@ -1,0 +1,130 @@
+//! Request bodies as clients send them, and their parsing into domain values. Raw fields are
+//! plain JSON types so that a wrong type is reported by field name; the domain newtypes then
+//! check each value.
+
+use serde::{Deserialize, Deserializer};
+
+use super::ApiError;
+use crate::config::Config;
+use crate::domain::{ParseError, SecretToken, WebhookId, WebhookName, WebhookUrl, dedup_event_types};
+use crate::manage::{NewWebhook, WebhookPatch};
+use crate::events::EventType;
+
+pub(crate) const CREATE_FIELDS: &[&str] = &["name", "url", "event_types", "secret_token", "message_format"];
+pub(crate) const REST_UPDATE_FIELDS: &[&str] = &["name", "url", "event_types", "secret_token", "message_format", "state"];
+pub(crate) const COMPAT_UPDATE_FIELDS: &[&str] = &["webhook_id", "name", "url", "event_types", "secret_token", "message_format"];
+
+#[derive(Deserialize)]
+pub(crate) struct CreateBody {
+    name: String,
+    url: String,
+    event_types: Vec<String>,
+    #[serde(default)]
+    secret_token: Option<String>,
+    #[serde(default)]
+    message_format: Option<String>,
+}
+
+impl CreateBody {
+    pub(crate) fn parse(self, config: &Config) -> Result<NewWebhook, ApiError> {
+        Ok(NewWebhook {
+            name: WebhookName::parse(&self.name)?,
+            url: WebhookUrl::parse(&self.url, config.https_only)?,
+            event_types: event_types(&self.event_types)?,
+            secret_token: self.secret_token.as_deref().map(SecretToken::parse).transpose()?,
+            message_format: self.message_format.as_deref().map(str::parse).transpose()?,
+        })
+    }
+}
+
+/// Fields of a PATCH. On REST, `"secret_token": null` removes the secret; on the compat
+/// routes null means "unchanged", as OneFuzz clients send every field.
+#[derive(Deserialize)]
+pub(crate) struct UpdateBody {
+    #[serde(default)]
+    webhook_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    event_types: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    secret_token: Option<Option<String>>,
+    #[serde(default)]
+    message_format: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+}
+
+/// Tells an absent field (`None`, by `default`) from an explicit null (`Some(None)`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+impl UpdateBody {
+    pub(crate) fn webhook_id(&self) -> Result<WebhookId, ApiError> {
+        match &self.webhook_id {
+            Some(id) => Ok(WebhookId::parse(id, "webhook_id")?),
+            None => Err(ApiError::InvalidRequest("webhook_id: missing field".into())),
+        }
+    }
+
+    pub(crate) fn parse(self, config: &Config, null_secret_removes: bool) -> Result<WebhookPatch, ApiError> {
+        let secret_token = match self.secret_token {
+            None => None,
+            Some(None) if null_secret_removes => Some(None),
+            Some(None) => None,
+            Some(Some(secret)) => Some(Some(SecretToken::parse(&secret)?)),
+        };
+        let enable = match self.state.as_deref() {
+            None => false,
+            Some("enabled") => true,
+            Some(other) => return Err(ParseError::new(format!("state: can only be set to \"enabled\", not {other:?}")).into()),
+        };
+        Ok(WebhookPatch {
+            name: self.name.as_deref().map(WebhookName::parse).transpose()?,
+            url: self.url.as_deref().map(|url| WebhookUrl::parse(url, config.https_only)).transpose()?,
+            event_types: self.event_types.as_deref().map(event_types).transpose()?,
+            secret_token,
+            message_format: self.message_format.as_deref().map(str::parse).transpose()?,
+            enable,
+        })
+    }
+}
+
+/// The `{"webhook_id": ...}` body of the compat routes; absent or null means "none given".
+#[derive(Deserialize)]
+pub(crate) struct WebhookIdBody {
+    #[serde(default)]
+    webhook_id: Option<String>,
+}
+
+impl WebhookIdBody {
+    pub(crate) fn optional(&self) -> Result<Option<WebhookId>, ApiError> {
+        Ok(self.webhook_id.as_deref().map(|id| WebhookId::parse(id, "webhook_id")).transpose()?)
+    }
+
+    pub(crate) fn required(&self) -> Result<WebhookId, ApiError> {
+        self.optional()?.ok_or_else(|| ApiError::InvalidRequest("webhook_id: missing field".into()))
+    }
+}
+
+/// The `{"since": RFC 3339}` body of `recover`.
+#[derive(Deserialize)]
+pub(crate) struct RecoverBody {
+    since: String,
+}
+
+impl RecoverBody {
+    pub(crate) fn since(&self) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+        chrono::DateTime::parse_from_rfc3339(&self.since)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|_| ApiError::InvalidRequest(format!("since: not an RFC 3339 time: {:?}", self.since)))
+    }
+}
+
+fn event_types(names: &[String]) -> Result<Vec<EventType>, ParseError> {
+    let parsed = names.iter().map(|name| EventType::parse(name)).collect::<Result<Vec<_>, _>>()?;
+    Ok(dedup_event_types(parsed))
+}

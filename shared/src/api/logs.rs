@@ -1,0 +1,58 @@
+//! `GET /webhooks/{id}/logs`, `POST /webhooks/{id}/logs/{event_id}/redeliver` and
+//! `POST /webhooks/{id}/recover`.
+use http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde_json::json as value;
+use uuid::Uuid;
+
+use super::inputs::RecoverBody;
+use super::request::{json_object, limit_param, parse_object, path_param, query_param, webhook_id};
+use super::views::PageView;
+use super::{ApiError, LogEntryView, Surface, json, run};
+use crate::App;
+use crate::domain::DeliveryState;
+use crate::store::{Cursor, PageRequest};
+
+pub async fn handle(app: &App, request: Request) -> Response<Body> {
+    run(app, request, Surface::Rest, logs).await
+}
+
+pub async fn handle_redeliver(app: &App, request: Request) -> Response<Body> {
+    run(app, request, Surface::Rest, redeliver).await
+}
+
+pub async fn handle_recover(app: &App, request: Request) -> Response<Body> {
+    run(app, request, Surface::Rest, recover).await
+}
+
+async fn logs(app: App, request: Request) -> Result<Response<Body>, ApiError> {
+    let id = webhook_id(&request)?;
+    let state = query_param(&request, "state").map(|s| DeliveryState::parse(&s)).transpose()?;
+    let page = PageRequest {
+        limit: limit_param(&request, 50, 100)?,
+        cursor: query_param(&request, "next").map(|token| Cursor::from_client(&token)),
+    };
+    let page = app.list_logs(id, state, page).await?;
+    json(
+        StatusCode::OK,
+        &PageView {
+            items: page.items.iter().map(LogEntryView::rest).collect(),
+            next: page.next.map(|cursor| cursor.as_str().to_owned()),
+        },
+    )
+}
+
+async fn redeliver(app: App, request: Request) -> Result<Response<Body>, ApiError> {
+    let id = webhook_id(&request)?;
+    let raw = path_param(&request, "event_id", "logs").ok_or_else(|| ApiError::InvalidRequest("event_id: missing from the path".into()))?;
+    let event_id = Uuid::parse_str(&raw).map_err(|_| ApiError::InvalidRequest(format!("event_id: not a valid UUID: {raw:?}")))?;
+    app.redeliver(id, event_id).await?;
+    json(StatusCode::ACCEPTED, &value!({ "event_id": event_id }))
+}
+
+async fn recover(app: App, request: Request) -> Result<Response<Body>, ApiError> {
+    let id = webhook_id(&request)?;
+    let body: RecoverBody = parse_object(json_object(&request, false)?, &["since"])?;
+    let queued = app.recover(id, body.since()?).await?;
+    json(StatusCode::ACCEPTED, &value!({ "queued": queued }))
+}

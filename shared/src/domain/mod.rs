@@ -1,0 +1,23 @@
+//! The webhook resource and its parts. Every type here is parsed at the edge: once a value
+//! exists, it is valid, and nothing past the HTTP adapters re-checks it.
+
+mod delivery;
+mod webhook;
+
+pub use delivery::{Attempt, DeliveryLog, DeliveryState, EventEnvelope};
+pub use webhook::{
+    MessageFormat, RotatedSecret, SecretToken, Webhook, dedup_event_types, WebhookId, WebhookName, WebhookState,
+    WebhookUrl,
+};
+
+/// Why a value from a client was refused. The text names the field and is safe to show:
+/// it never echoes a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+impl ParseError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}

@@ -1,0 +1,7 @@
+//! What producers send: the event catalog and the accepted message shapes (SPEC §4-5).
+
+mod catalog;
+mod ingest;
+
+pub use catalog::EventType;
+pub use ingest::{IngestDefaults, Incoming, MAX_EVENT_BYTES, parse_event_message, parse_queue_body};

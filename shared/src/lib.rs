@@ -1,0 +1,16 @@
+//! The webhooks service library: every Lambda binary, the local server and the CLI link it.
+
+pub mod api;
+mod app;
+pub mod config;
+pub mod delivery;
+pub mod domain;
+pub mod events;
+pub mod manage;
+pub mod queue;
+pub mod signing;
+pub mod store;
+pub mod telemetry;
+
+pub use app::{App, Needs};
+pub use config::Config;

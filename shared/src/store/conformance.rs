@@ -1,0 +1,328 @@
+//! One behaviour suite every `Store` implementation must pass. Each check gets a fresh, empty
+//! store from the caller's factory.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{Cursor, PageRequest, PendingTask, Store, StoreError};
+use crate::domain::{
+    Attempt, DeliveryLog, DeliveryState, EventEnvelope, SecretToken, Webhook, WebhookId, WebhookName, WebhookState, WebhookUrl,
+};
+use crate::events::EventType;
+
+pub(crate) fn webhook(name: &str, event_types: &[EventType]) -> Webhook {
+    let now = Utc::now();
+    Webhook {
+        webhook_id: WebhookId::new(),
+        name: WebhookName::parse(name).expect("test name"),
+        url: WebhookUrl::parse("https://example.com/hook", false).expect("test url"),
+        event_types: event_types.to_vec(),
+        secret_token: Some(SecretToken::parse("s3cret").expect("test secret")),
+        rotated_secret: None,
+        message_format: None,
+        state: WebhookState::Enabled,
+        disabled_reason: None,
+        failing_since: None,
+        created_at: now,
+        updated_at: now,
+        version: 0,
+    }
+}
+
+pub(crate) fn delivery(webhook_id: WebhookId, created_at: chrono::DateTime<Utc>) -> DeliveryLog {
+    let envelope = EventEnvelope {
+        event_id: Uuid::new_v4(),
+        event_type: EventType::Ping,
+        event: json!({"ping_id": Uuid::new_v4()}),
+        instance_id: Uuid::nil(),
+        instance_name: "test".into(),
+        created_at,
+    };
+    DeliveryLog::new(webhook_id, envelope, created_at, Duration::days(7))
+}
+
+/// Runs every check, each on a fresh store from `fresh`.
+pub(crate) async fn run_all<F, Fut>(mut fresh: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    a_created_webhook_reads_back_whole(fresh().await.as_ref()).await;
+    creating_the_same_id_twice_conflicts(fresh().await.as_ref()).await;
+    an_update_moves_subscriptions_to_the_new_event_types(fresh().await.as_ref()).await;
+    an_update_from_a_stale_version_conflicts(fresh().await.as_ref()).await;
+    updating_or_deleting_a_missing_webhook_is_not_found(fresh().await.as_ref()).await;
+    a_delete_removes_the_webhook_and_its_subscriptions(fresh().await.as_ref()).await;
+    listing_pages_through_every_webhook_once(fresh().await.as_ref()).await;
+    listing_by_event_type_pages_through_only_subscribers(fresh().await.as_ref()).await;
+    a_foreign_cursor_is_refused(fresh().await.as_ref()).await;
+    a_delivery_is_inserted_once_per_webhook_and_event(fresh().await.as_ref()).await;
+    a_delivery_update_from_a_stale_version_conflicts(fresh().await.as_ref()).await;
+    deliveries_list_newest_first_filtered_and_paginated(fresh().await.as_ref()).await;
+    deliveries_since_returns_only_that_state_after_the_time(fresh().await.as_ref()).await;
+    tasks_come_due_in_order_and_go_when_deleted(fresh().await.as_ref()).await;
+}
+
+async fn a_created_webhook_reads_back_whole(store: &dyn Store) {
+    let mut created = webhook("a", &[EventType::TaskCreated]);
+    created.message_format = Some(crate::domain::MessageFormat::CloudEvents);
+
+    store.create_webhook(&created).await.expect("create");
+    let read = store.get_webhook(created.webhook_id).await.expect("get");
+
+    assert_eq!(read, Some(created));
+    assert_eq!(store.get_webhook(WebhookId::new()).await.expect("get missing"), None);
+}
+
+async fn creating_the_same_id_twice_conflicts(store: &dyn Store) {
+    let created = webhook("a", &[EventType::TaskCreated]);
+    store.create_webhook(&created).await.expect("create");
+
+    let again = store.create_webhook(&created).await;
+
+    assert!(matches!(again, Err(StoreError::Conflict)), "{again:?}");
+}
+
+async fn an_update_moves_subscriptions_to_the_new_event_types(store: &dyn Store) {
+    let mut hook = webhook("a", &[EventType::TaskCreated, EventType::TaskFailed]);
+    store.create_webhook(&hook).await.expect("create");
+
+    hook.event_types = vec![EventType::TaskFailed, EventType::JobCreated];
+    hook.name = WebhookName::parse("renamed").expect("name");
+    hook.version += 1;
+    store.update_webhook(&hook).await.expect("update");
+
+    assert!(store.subscribers(EventType::TaskCreated).await.expect("subs").is_empty());
+    let failed = store.subscribers(EventType::TaskFailed).await.expect("subs");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].name.as_str(), "renamed");
+    assert_eq!(store.subscribers(EventType::JobCreated).await.expect("subs").len(), 1);
+    assert_eq!(store.get_webhook(hook.webhook_id).await.expect("get"), Some(hook));
+}
+
+async fn an_update_from_a_stale_version_conflicts(store: &dyn Store) {
+    let hook = webhook("a", &[EventType::TaskCreated]);
+    store.create_webhook(&hook).await.expect("create");
+    let mut first = hook.clone();
+    first.version = 1;
+    first.event_types = vec![EventType::JobCreated];
+    store.update_webhook(&first).await.expect("first update");
+
+    let mut stale = hook.clone();
+    stale.version = 1;
+    stale.event_types = vec![EventType::NodeCreated];
+    let result = store.update_webhook(&stale).await;
+
+    assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
+    assert!(store.subscribers(EventType::NodeCreated).await.expect("subs").is_empty());
+    assert_eq!(store.subscribers(EventType::JobCreated).await.expect("subs").len(), 1);
+}
+
+async fn updating_or_deleting_a_missing_webhook_is_not_found(store: &dyn Store) {
+    let mut ghost = webhook("ghost", &[EventType::TaskCreated]);
+    ghost.version = 1;
+
+    let updated = store.update_webhook(&ghost).await;
+    let deleted = store.delete_webhook(ghost.webhook_id).await;
+
+    assert!(matches!(updated, Err(StoreError::NotFound)), "{updated:?}");
+    assert!(matches!(deleted, Err(StoreError::NotFound)), "{deleted:?}");
+    assert!(store.subscribers(EventType::TaskCreated).await.expect("subs").is_empty());
+}
+
+async fn a_delete_removes_the_webhook_and_its_subscriptions(store: &dyn Store) {
+    let gone = webhook("gone", &[EventType::TaskCreated, EventType::Ping]);
+    let kept = webhook("kept", &[EventType::TaskCreated]);
+    store.create_webhook(&gone).await.expect("create");
+    store.create_webhook(&kept).await.expect("create");
+
+    store.delete_webhook(gone.webhook_id).await.expect("delete");
+
+    assert_eq!(store.get_webhook(gone.webhook_id).await.expect("get"), None);
+    let subs = store.subscribers(EventType::TaskCreated).await.expect("subs");
+    assert_eq!(subs.iter().map(|w| w.webhook_id).collect::<Vec<_>>(), vec![kept.webhook_id]);
+    assert!(store.subscribers(EventType::Ping).await.expect("subs").is_empty());
+}
+
+async fn collect_pages(store: &dyn Store, event_type: Option<EventType>, limit: usize) -> (Vec<WebhookId>, usize) {
+    let mut ids = Vec::new();
+    let mut pages = 0;
+    let mut cursor: Option<Cursor> = None;
+    loop {
+        let page = store.list_webhooks(event_type, PageRequest { limit, cursor: cursor.take() }).await.expect("list");
+        pages += 1;
+        assert!(page.items.len() <= limit, "a page holds at most the limit");
+        ids.extend(page.items.iter().map(|w| w.webhook_id));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+        assert!(pages < 100, "pagination does not end");
+    }
+    (ids, pages)
+}
+
+async fn listing_pages_through_every_webhook_once(store: &dyn Store) {
+    let mut created = HashSet::new();
+    for i in 0..5 {
+        let hook = webhook(&format!("hook-{i}"), &[]);
+        created.insert(hook.webhook_id);
+        store.create_webhook(&hook).await.expect("create");
+    }
+
+    let (ids, pages) = collect_pages(store, None, 2).await;
+    let (all_at_once, one_page) = collect_pages(store, None, 10).await;
+
+    assert_eq!(ids.len(), 5, "no webhook twice");
+    assert_eq!(ids.iter().copied().collect::<HashSet<_>>(), created);
+    assert_eq!(pages, 3);
+    assert_eq!(one_page, 1);
+    assert_eq!(all_at_once, ids, "the order is stable");
+}
+
+async fn listing_by_event_type_pages_through_only_subscribers(store: &dyn Store) {
+    let mut subscribed = HashSet::new();
+    for i in 0..7 {
+        let types: &[EventType] = if i % 2 == 0 { &[EventType::CrashReported, EventType::Ping] } else { &[EventType::Ping] };
+        let hook = webhook(&format!("hook-{i}"), types);
+        if i % 2 == 0 {
+            subscribed.insert(hook.webhook_id);
+        }
+        store.create_webhook(&hook).await.expect("create");
+    }
+
+    let (ids, pages) = collect_pages(store, Some(EventType::CrashReported), 3).await;
+    let fanout = store.subscribers(EventType::CrashReported).await.expect("subs");
+
+    assert_eq!(ids.len(), 4);
+    assert_eq!(ids.into_iter().collect::<HashSet<_>>(), subscribed);
+    assert_eq!(pages, 2);
+    assert_eq!(fanout.into_iter().map(|w| w.webhook_id).collect::<HashSet<_>>(), subscribed);
+}
+
+async fn a_foreign_cursor_is_refused(store: &dyn Store) {
+    let bad = PageRequest { limit: 10, cursor: Some(Cursor::from_client("not-a-cursor!")) };
+
+    let result = store.list_webhooks(None, bad.clone()).await;
+    let logs = store.list_deliveries(WebhookId::new(), None, bad).await;
+
+    assert!(matches!(result, Err(StoreError::BadCursor)), "{result:?}");
+    assert!(matches!(logs, Err(StoreError::BadCursor)), "{logs:?}");
+}
+
+async fn a_delivery_is_inserted_once_per_webhook_and_event(store: &dyn Store) {
+    let entry = delivery(WebhookId::new(), Utc::now());
+    let mut other_webhook = entry.clone();
+    other_webhook.webhook_id = WebhookId::new();
+
+    let first = store.insert_delivery(&entry).await.expect("insert");
+    let second = store.insert_delivery(&entry).await.expect("insert again");
+    let other = store.insert_delivery(&other_webhook).await.expect("insert other");
+
+    assert!(first);
+    assert!(!second);
+    assert!(other, "the same event for another webhook is its own delivery");
+    assert_eq!(store.get_delivery(entry.webhook_id, entry.event_id).await.expect("get"), Some(entry));
+}
+
+async fn a_delivery_update_from_a_stale_version_conflicts(store: &dyn Store) {
+    let entry = delivery(WebhookId::new(), Utc::now());
+    store.insert_delivery(&entry).await.expect("insert");
+    let mut succeeded = entry.clone();
+    succeeded.version = 1;
+    succeeded.state = DeliveryState::Succeeded;
+    succeeded.try_count = 1;
+    succeeded.attempts.push(Attempt {
+        attempt: 1,
+        at: Utc::now(),
+        status_code: Some(200),
+        error: None,
+        duration_ms: 12,
+        response_head: Some("ok".into()),
+    });
+    store.update_delivery(&succeeded).await.expect("update");
+
+    let mut stale = entry.clone();
+    stale.version = 1;
+    stale.state = DeliveryState::Failed;
+    let result = store.update_delivery(&stale).await;
+
+    assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
+    assert_eq!(store.get_delivery(entry.webhook_id, entry.event_id).await.expect("get"), Some(succeeded));
+}
+
+async fn deliveries_list_newest_first_filtered_and_paginated(store: &dyn Store) {
+    let webhook_id = WebhookId::new();
+    let start = Utc::now() - Duration::hours(1);
+    let mut entries = Vec::new();
+    for i in 0..5 {
+        let mut entry = delivery(webhook_id, start + Duration::minutes(i));
+        if i % 2 == 1 {
+            entry.state = DeliveryState::Failed;
+        }
+        store.insert_delivery(&entry).await.expect("insert");
+        entries.push(entry);
+    }
+    store.insert_delivery(&delivery(WebhookId::new(), start)).await.expect("other webhook");
+
+    let first = store.list_deliveries(webhook_id, None, PageRequest { limit: 3, cursor: None }).await.expect("page 1");
+    let second = store.list_deliveries(webhook_id, None, PageRequest { limit: 3, cursor: first.next.clone() }).await.expect("page 2");
+    let failed = store.list_deliveries(webhook_id, Some(DeliveryState::Failed), PageRequest { limit: 1, cursor: None }).await.expect("failed");
+    let failed_rest = store
+        .list_deliveries(webhook_id, Some(DeliveryState::Failed), PageRequest { limit: 5, cursor: failed.next.clone() })
+        .await
+        .expect("failed rest");
+
+    let newest_first: Vec<Uuid> = entries.iter().rev().map(|e| e.event_id).collect();
+    let listed: Vec<Uuid> = first.items.iter().chain(&second.items).map(|e| e.event_id).collect();
+    assert_eq!(listed, newest_first);
+    assert!(second.next.is_none());
+    assert_eq!(failed.items.len(), 1);
+    assert_eq!(failed.items[0].event_id, entries[3].event_id);
+    assert_eq!(failed_rest.items.iter().map(|e| e.event_id).collect::<Vec<_>>(), vec![entries[1].event_id]);
+    assert!(failed_rest.next.is_none());
+}
+
+async fn deliveries_since_returns_only_that_state_after_the_time(store: &dyn Store) {
+    let webhook_id = WebhookId::new();
+    let start = Utc::now() - Duration::hours(3);
+    let mut old_failed = delivery(webhook_id, start);
+    old_failed.state = DeliveryState::Failed;
+    let mut new_failed = delivery(webhook_id, start + Duration::hours(2));
+    new_failed.state = DeliveryState::Failed;
+    let new_ok = delivery(webhook_id, start + Duration::hours(2));
+    for entry in [&old_failed, &new_failed, &new_ok] {
+        store.insert_delivery(entry).await.expect("insert");
+    }
+
+    let found = store.deliveries_since(webhook_id, DeliveryState::Failed, start + Duration::hours(1)).await.expect("since");
+
+    assert_eq!(found.iter().map(|e| e.event_id).collect::<Vec<_>>(), vec![new_failed.event_id]);
+}
+
+async fn tasks_come_due_in_order_and_go_when_deleted(store: &dyn Store) {
+    let now = Utc::now();
+    let later = PendingTask { task_id: Uuid::new_v4(), due_at: now + Duration::seconds(30), body: "later".into() };
+    let soon = PendingTask { task_id: Uuid::new_v4(), due_at: now - Duration::seconds(1), body: "soon".into() };
+    let sooner = PendingTask { task_id: Uuid::new_v4(), due_at: now - Duration::seconds(5), body: "sooner".into() };
+    for task in [&later, &soon, &sooner] {
+        store.put_task(task).await.expect("put");
+    }
+
+    let due = store.due_tasks(now, 10).await.expect("due");
+    let next_due = store.next_task_due().await.expect("next");
+    store.delete_task(sooner.task_id).await.expect("delete");
+    store.delete_task(soon.task_id).await.expect("delete");
+    let after = store.due_tasks(now, 10).await.expect("due after delete");
+    let next_after = store.next_task_due().await.expect("next after delete");
+
+    assert_eq!(due.iter().map(|t| t.body.as_str()).collect::<Vec<_>>(), vec!["sooner", "soon"]);
+    assert_eq!(next_due.map(|t| t.timestamp_millis()), Some(sooner.due_at.timestamp_millis()));
+    assert!(after.is_empty());
+    assert_eq!(next_after.map(|t| t.timestamp_millis()), Some(later.due_at.timestamp_millis()));
+}

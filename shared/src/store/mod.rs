@@ -1,0 +1,111 @@
+//! Storage of webhooks, their subscriptions, delivery log entries and pending delivery tasks.
+//! One trait, two implementations: DynamoDB in AWS and an embedded SQLite file locally. Both
+//! pass the same conformance suite (`conformance.rs`).
+
+#[cfg(test)]
+pub(crate) mod conformance;
+mod cursor;
+mod dynamo;
+mod embedded;
+#[cfg(test)]
+mod embedded_tests;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use cursor::Cursor;
+pub use dynamo::{DynamoStore, TableDefinition};
+pub use embedded::EmbeddedStore;
+
+use crate::domain::{DeliveryLog, DeliveryState, Webhook, WebhookId};
+use crate::events::EventType;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The record changed since it was read (its `version` moved on), or already exists.
+    #[error("conflicting write")]
+    Conflict,
+    #[error("not found")]
+    NotFound,
+    #[error("invalid pagination cursor")]
+    BadCursor,
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    pub fn backend(err: impl std::fmt::Display) -> Self {
+        Self::Backend(err.to_string())
+    }
+}
+
+/// A page request: at most `limit` items after `cursor`.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub limit: usize,
+    pub cursor: Option<Cursor>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` when this page is the last.
+    pub next: Option<Cursor>,
+}
+
+/// A delivery task waiting for its time, for the local (store-backed) queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingTask {
+    pub task_id: Uuid,
+    pub due_at: DateTime<Utc>,
+    pub body: String,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Stores a new webhook and its subscriptions atomically. `Conflict` if the id exists.
+    async fn create_webhook(&self, webhook: &Webhook) -> Result<(), StoreError>;
+
+    async fn get_webhook(&self, id: WebhookId) -> Result<Option<Webhook>, StoreError>;
+
+    /// Replaces a webhook whose stored `version` is `webhook.version - 1`, moving its
+    /// subscriptions to the new event types atomically. `Conflict` if the version moved on,
+    /// `NotFound` if it is gone.
+    async fn update_webhook(&self, webhook: &Webhook) -> Result<(), StoreError>;
+
+    /// Deletes a webhook and its subscriptions atomically. `NotFound` if it does not exist.
+    async fn delete_webhook(&self, id: WebhookId) -> Result<(), StoreError>;
+
+    /// Webhooks in a stable order (by id), optionally only those subscribed to `event_type`.
+    async fn list_webhooks(&self, event_type: Option<EventType>, page: PageRequest) -> Result<Page<Webhook>, StoreError>;
+
+    /// Every webhook subscribed to `event_type`, enabled or not. Cost grows with the number
+    /// of subscribers, never with the number of webhooks.
+    async fn subscribers(&self, event_type: EventType) -> Result<Vec<Webhook>, StoreError>;
+
+    /// Stores a new log entry unless one exists for its (webhook, event). Returns whether it
+    /// was inserted.
+    async fn insert_delivery(&self, entry: &DeliveryLog) -> Result<bool, StoreError>;
+
+    async fn get_delivery(&self, webhook_id: WebhookId, event_id: Uuid) -> Result<Option<DeliveryLog>, StoreError>;
+
+    /// Replaces a log entry whose stored `version` is `entry.version - 1`; `Conflict` otherwise.
+    async fn update_delivery(&self, entry: &DeliveryLog) -> Result<(), StoreError>;
+
+    /// A webhook's log entries, newest first, optionally only in `state`.
+    async fn list_deliveries(&self, webhook_id: WebhookId, state: Option<DeliveryState>, page: PageRequest) -> Result<Page<DeliveryLog>, StoreError>;
+
+    /// A webhook's entries in `state` created at or after `since`, oldest first.
+    async fn deliveries_since(&self, webhook_id: WebhookId, state: DeliveryState, since: DateTime<Utc>) -> Result<Vec<DeliveryLog>, StoreError>;
+
+    async fn put_task(&self, task: &PendingTask) -> Result<(), StoreError>;
+
+    /// Tasks due at or before `now`, earliest first.
+    async fn due_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<PendingTask>, StoreError>;
+
+    /// Earliest due time of any pending task, to know how long to sleep.
+    async fn next_task_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    async fn delete_task(&self, task_id: Uuid) -> Result<(), StoreError>;
+}

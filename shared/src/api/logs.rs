@@ -25,6 +25,15 @@ pub async fn handle_recover(app: &App, request: Request) -> Response<Body> {
     run(app, request, Surface::Rest, recover).await
 }
 
+/// Both recovery routes, for the one function that serves them.
+pub async fn handle_recovery(app: &App, request: Request) -> Response<Body> {
+    if request.uri().path().trim_end_matches('/').ends_with("/recover") {
+        handle_recover(app, request).await
+    } else {
+        handle_redeliver(app, request).await
+    }
+}
+
 async fn logs(app: App, request: Request) -> Result<Response<Body>, ApiError> {
     let id = webhook_id(&request)?;
     let state = query_param(&request, "state").map(|s| DeliveryState::parse(&s)).transpose()?;

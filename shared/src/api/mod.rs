@@ -49,6 +49,7 @@ pub mod handlers {
     pub use super::list::handle as list;
     pub use super::logs::handle as logs;
     pub use super::logs::handle_recover as recover;
+    pub use super::logs::handle_recovery as recovery;
     pub use super::logs::handle_redeliver as redeliver;
     pub use super::ping::handle as ping;
     pub use super::publish::handle as publish;

@@ -1,0 +1,18 @@
+//! `POST /webhooks/{id}/logs/{event_id}/redeliver` and `POST /webhooks/{id}/recover`:
+//! queue failed deliveries again.
+use std::convert::Infallible;
+
+use lambda_http::{Error, Request, run, service_fn};
+use webhooks::api::handlers;
+use webhooks::{App, Needs, telemetry};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init_lambda();
+    let app = App::from_env(Needs::StoreAndQueue).await?;
+    let app = &app;
+    run(service_fn(move |request: Request| async move {
+        Ok::<_, Infallible>(handlers::recovery(app, request).await)
+    }))
+    .await
+}

@@ -31,7 +31,12 @@ fn standard_key(secret: &SecretToken) -> Vec<u8> {
 }
 
 /// One `v1,<base64>` Standard Webhooks signature over `{id}.{timestamp}.{body}`.
-pub fn standard_signature(secret: &SecretToken, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+pub fn standard_signature(
+    secret: &SecretToken,
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&standard_key(secret)) else {
         return String::new();
     };
@@ -44,19 +49,39 @@ pub fn standard_signature(secret: &SecretToken, msg_id: &str, timestamp: i64, bo
 }
 
 /// The `webhook-signature` header value: one space-separated signature per live secret.
-pub fn standard_signature_header(secrets: &[&SecretToken], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-    secrets.iter().map(|secret| standard_signature(secret, msg_id, timestamp, body)).collect::<Vec<_>>().join(" ")
+pub fn standard_signature_header(
+    secrets: &[&SecretToken],
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
+    secrets
+        .iter()
+        .map(|secret| standard_signature(secret, msg_id, timestamp, body))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Whether any signature in a `webhook-signature` header matches, compared in constant time.
-pub fn verify_standard(secret: &SecretToken, msg_id: &str, timestamp: i64, body: &[u8], header: &str) -> bool {
+pub fn verify_standard(
+    secret: &SecretToken,
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+    header: &str,
+) -> bool {
     let expected = standard_signature(secret, msg_id, timestamp, body);
-    header.split(' ').any(|candidate| constant_time_eq(candidate.as_bytes(), expected.as_bytes()))
+    header
+        .split(' ')
+        .any(|candidate| constant_time_eq(candidate.as_bytes(), expected.as_bytes()))
 }
 
 /// Whether an `X-Onefuzz-Digest` value matches the body, compared in constant time.
 pub fn verify_onefuzz(secret: &SecretToken, body: &[u8], digest: &str) -> bool {
-    constant_time_eq(digest.trim().to_ascii_lowercase().as_bytes(), onefuzz_digest(secret, body).as_bytes())
+    constant_time_eq(
+        digest.trim().to_ascii_lowercase().as_bytes(),
+        onefuzz_digest(secret, body).as_bytes(),
+    )
 }
 
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -78,7 +103,12 @@ mod tests {
     fn the_standard_webhooks_signature_matches_the_spec_known_answer() {
         let body = br#"{"email":"test@example.com","username":"test_user"}"#;
 
-        let signature = standard_signature(&secret("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"), "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553, body);
+        let signature = standard_signature(
+            &secret("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"),
+            "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+            1649367553,
+            body,
+        );
 
         assert_eq!(signature, "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=");
     }
@@ -92,8 +122,16 @@ mod tests {
             digest,
             "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea2505549758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737"
         );
-        assert!(verify_onefuzz(&secret("Jefe"), b"what do ya want for nothing?", &digest.to_uppercase()));
-        assert!(!verify_onefuzz(&secret("Jefe"), b"what do ya want for nothing!", &digest));
+        assert!(verify_onefuzz(
+            &secret("Jefe"),
+            b"what do ya want for nothing?",
+            &digest.to_uppercase()
+        ));
+        assert!(!verify_onefuzz(
+            &secret("Jefe"),
+            b"what do ya want for nothing!",
+            &digest
+        ));
     }
 
     #[test]
@@ -105,7 +143,13 @@ mod tests {
         assert_eq!(header.split(' ').count(), 2);
         assert!(verify_standard(&new, "msg", 42, b"{}", &header));
         assert!(verify_standard(&old, "msg", 42, b"{}", &header));
-        assert!(!verify_standard(&secret("other"), "msg", 42, b"{}", &header));
+        assert!(!verify_standard(
+            &secret("other"),
+            "msg",
+            42,
+            b"{}",
+            &header
+        ));
         assert!(!verify_standard(&new, "msg", 43, b"{}", &header));
     }
 }

@@ -32,13 +32,18 @@ impl TestApp {
     pub fn with_config(config: Config) -> Self {
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory().expect("in-memory store"));
         let queue = Arc::new(LocalQueue::new(store.clone()));
-        Self { app: App::new(store.clone(), queue, config), store }
+        Self {
+            app: App::new(store.clone(), queue, config),
+            store,
+        }
     }
 
     pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> TestResponse {
         let builder = http::Request::builder().method(method).uri(path);
         let request = match body {
-            Some(json) => builder.header("content-type", "application/json").body(Body::from(json.to_string())),
+            Some(json) => builder
+                .header("content-type", "application/json")
+                .body(Body::from(json.to_string())),
             None => builder.body(Body::Empty),
         };
         self.send(request.expect("request")).await
@@ -55,7 +60,12 @@ impl TestApp {
             .to_owned();
         let raw = String::from_utf8_lossy(response.body().as_ref()).into_owned();
         let body = serde_json::from_str(&raw).unwrap_or(Value::String(raw.clone()));
-        TestResponse { status, content_type, body, raw }
+        TestResponse {
+            status,
+            content_type,
+            body,
+            raw,
+        }
     }
 
     pub async fn get(&self, path: &str) -> TestResponse {
@@ -83,7 +93,10 @@ impl TestApp {
             )
             .await;
         assert_eq!(response.status, StatusCode::CREATED, "{}", response.raw);
-        response.body["webhook_id"].as_str().expect("webhook_id").to_owned()
+        response.body["webhook_id"]
+            .as_str()
+            .expect("webhook_id")
+            .to_owned()
     }
 }
 
@@ -97,9 +110,17 @@ impl TestResponse {
     /// Asserts a problem+json answer with this status, and returns its detail.
     pub fn problem(&self, status: StatusCode) -> String {
         assert_eq!(self.status, status, "{}", self.raw);
-        assert_eq!(self.content_type, "application/problem+json", "{}", self.raw);
+        assert_eq!(
+            self.content_type, "application/problem+json",
+            "{}",
+            self.raw
+        );
         assert_eq!(self.body["status"], status.as_u16(), "{}", self.raw);
-        assert!(self.body["code"].is_u64() && self.body["title"].is_string(), "{}", self.raw);
+        assert!(
+            self.body["code"].is_u64() && self.body["title"].is_string(),
+            "{}",
+            self.raw
+        );
         assert_eq!(self.body["errors"][0], self.body["detail"]);
         self.body["detail"].as_str().unwrap_or_default().to_owned()
     }

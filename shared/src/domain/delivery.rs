@@ -28,7 +28,8 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
-    pub const ALL: [DeliveryState; 4] = [Self::Queued, Self::Retrying, Self::Succeeded, Self::Failed];
+    pub const ALL: [DeliveryState; 4] =
+        [Self::Queued, Self::Retrying, Self::Succeeded, Self::Failed];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -40,11 +41,14 @@ impl DeliveryState {
     }
 
     pub fn parse(value: &str) -> Result<Self, super::ParseError> {
-        Self::ALL.into_iter().find(|s| s.as_str() == value).ok_or_else(|| {
-            super::ParseError::new(format!(
-                "state: must be one of queued, retrying, succeeded, failed, not {value:?}"
-            ))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == value)
+            .ok_or_else(|| {
+                super::ParseError::new(format!(
+                    "state: must be one of queued, retrying, succeeded, failed, not {value:?}"
+                ))
+            })
     }
 
     pub fn is_final(self) -> bool {
@@ -91,7 +95,12 @@ pub struct DeliveryLog {
 }
 
 impl DeliveryLog {
-    pub fn new(webhook_id: WebhookId, envelope: EventEnvelope, now: DateTime<Utc>, retention: chrono::Duration) -> Self {
+    pub fn new(
+        webhook_id: WebhookId,
+        envelope: EventEnvelope,
+        now: DateTime<Utc>,
+        retention: chrono::Duration,
+    ) -> Self {
         Self {
             webhook_id,
             event_id: envelope.event_id,

@@ -116,7 +116,9 @@ impl WebhookUrl {
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
             // Credentials in the authority would be stored and shown in `get`; refuse them.
-            return Err(ParseError::new("url: must not contain a username or password"));
+            return Err(ParseError::new(
+                "url: must not contain a username or password",
+            ));
         }
         if parsed.host().is_none() {
             return Err(ParseError::new("url: must have a host"));
@@ -299,7 +301,12 @@ mod tests {
             assert!(err.0.starts_with("url:"), "{bad}: {err}");
         }
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_CHARS));
-        assert!(WebhookUrl::parse(&long, false).unwrap_err().0.contains("at most"));
+        assert!(
+            WebhookUrl::parse(&long, false)
+                .unwrap_err()
+                .0
+                .contains("at most")
+        );
     }
 
     #[test]
@@ -340,7 +347,12 @@ mod tests {
         };
 
         assert_eq!(webhook.signing_secrets(now).len(), 2);
-        assert_eq!(webhook.signing_secrets(now + chrono::Duration::hours(2)).len(), 1);
+        assert_eq!(
+            webhook
+                .signing_secrets(now + chrono::Duration::hours(2))
+                .len(),
+            1
+        );
         webhook.secret_token = None;
         assert_eq!(webhook.signing_secrets(now).len(), 1);
     }

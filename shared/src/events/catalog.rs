@@ -79,7 +79,11 @@ impl EventType {
             .take(3)
             .map(|error| {
                 let path = error.instance_path().to_string();
-                let at = if path.is_empty() { "/".to_owned() } else { path };
+                let at = if path.is_empty() {
+                    "/".to_owned()
+                } else {
+                    path
+                };
                 format!("{at}: {error}")
             })
             .collect();
@@ -145,14 +149,16 @@ fn compiled(event_type: EventType) -> &'static Compiled {
 
     VALIDATORS[event_type.index()].get_or_init(|| {
         let schemas = SCHEMAS.get_or_init(|| {
-            serde_json::from_str(SCHEMAS_JSON).map_err(|e| format!("embedded schemas are not JSON: {e}"))
+            serde_json::from_str(SCHEMAS_JSON)
+                .map_err(|e| format!("embedded schemas are not JSON: {e}"))
         });
         let schema = schemas
             .as_ref()
             .map_err(Clone::clone)?
             .get(event_type.as_str())
             .ok_or_else(|| format!("no schema for {event_type}"))?;
-        jsonschema::validator_for(schema).map_err(|e| format!("schema for {event_type} does not compile: {e}"))
+        jsonschema::validator_for(schema)
+            .map_err(|e| format!("schema for {event_type} does not compile: {e}"))
     })
 }
 
@@ -183,7 +189,9 @@ mod tests {
 
     #[test]
     fn an_event_missing_a_required_field_is_refused_with_its_path() {
-        let err = EventType::Ping.validate(&serde_json::json!({"other": 1})).unwrap_err();
+        let err = EventType::Ping
+            .validate(&serde_json::json!({"other": 1}))
+            .unwrap_err();
 
         assert!(err.0.contains("ping_id"), "{err}");
     }
@@ -192,7 +200,13 @@ mod tests {
     fn an_unknown_event_type_suggests_the_closest_name() {
         let err = EventType::parse("tsk_created").unwrap_err();
 
-        assert_eq!(err.0, "unknown event type: tsk_created (did you mean task_created?)");
-        assert_eq!(EventType::parse("zzzzzzzzzzzzzzzzzzzzzz").unwrap_err().0, "unknown event type: zzzzzzzzzzzzzzzzzzzzzz");
+        assert_eq!(
+            err.0,
+            "unknown event type: tsk_created (did you mean task_created?)"
+        );
+        assert_eq!(
+            EventType::parse("zzzzzzzzzzzzzzzzzzzzzz").unwrap_err().0,
+            "unknown event type: zzzzzzzzzzzzzzzzzzzzzz"
+        );
     }
 }

@@ -51,7 +51,8 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (creating if needed) the store in `dir/webhooks.db`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         let connection = Connection::open(dir.join("webhooks.db")).map_err(StoreError::backend)?;
         Self::init(connection)
     }
@@ -65,18 +66,27 @@ impl EmbeddedStore {
         connection
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
             .map_err(StoreError::backend)?;
-        connection.execute_batch(SCHEMA).map_err(StoreError::backend)?;
-        Ok(Self { connection: Arc::new(Mutex::new(connection)) })
+        connection
+            .execute_batch(SCHEMA)
+            .map_err(StoreError::backend)?;
+        Ok(Self {
+            connection: Arc::new(Mutex::new(connection)),
+        })
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.connection.lock().map_err(|_| StoreError::Backend("store lock poisoned".into()))
+        self.connection
+            .lock()
+            .map_err(|_| StoreError::Backend("store lock poisoned".into()))
     }
 
     /// Drops log entries past their expiry; DynamoDB does this itself through TTL.
     pub fn purge_expired(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         self.lock()?
-            .execute("DELETE FROM deliveries WHERE expires_at < ?1", params![now.timestamp()])
+            .execute(
+                "DELETE FROM deliveries WHERE expires_at < ?1",
+                params![now.timestamp()],
+            )
             .map_err(StoreError::backend)
     }
 }
@@ -94,33 +104,61 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError
 }
 
 fn created_key(entry: &DeliveryLog) -> String {
-    format!("{}#{}", entry.created_at.format("%Y-%m-%dT%H:%M:%S%.9fZ"), entry.event_id)
+    format!(
+        "{}#{}",
+        entry.created_at.format("%Y-%m-%dT%H:%M:%S%.9fZ"),
+        entry.event_id
+    )
 }
 
-fn read_webhooks(connection: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<Webhook>, StoreError> {
+fn read_webhooks(
+    connection: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<Webhook>, StoreError> {
     let mut statement = connection.prepare_cached(sql).map_err(db)?;
-    let rows = statement.query_map(args, |row| row.get::<_, String>(0)).map_err(db)?;
-    rows.map(|row| row.map_err(db).and_then(|text| from_json(&text))).collect()
+    let rows = statement
+        .query_map(args, |row| row.get::<_, String>(0))
+        .map_err(db)?;
+    rows.map(|row| row.map_err(db).and_then(|text| from_json(&text)))
+        .collect()
 }
 
-fn read_deliveries(connection: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<DeliveryLog>, StoreError> {
+fn read_deliveries(
+    connection: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<DeliveryLog>, StoreError> {
     let mut statement = connection.prepare_cached(sql).map_err(db)?;
-    let rows = statement.query_map(args, |row| row.get::<_, String>(0)).map_err(db)?;
-    rows.map(|row| row.map_err(db).and_then(|text| from_json(&text))).collect()
+    let rows = statement
+        .query_map(args, |row| row.get::<_, String>(0))
+        .map_err(db)?;
+    rows.map(|row| row.map_err(db).and_then(|text| from_json(&text)))
+        .collect()
 }
 
-fn page<T>(mut items: Vec<T>, limit: usize, position: impl Fn(&T) -> String) -> Result<Page<T>, StoreError> {
+fn page<T>(
+    mut items: Vec<T>,
+    limit: usize,
+    position: impl Fn(&T) -> String,
+) -> Result<Page<T>, StoreError> {
     // One row past the limit was fetched only to learn whether another page exists.
     let next = if items.len() > limit {
         items.truncate(limit);
-        items.last().map(|last| Cursor::encode(&position(last))).transpose()?
+        items
+            .last()
+            .map(|last| Cursor::encode(&position(last)))
+            .transpose()?
     } else {
         None
     };
     Ok(Page { items, next })
 }
 
-fn insert_subscriptions(tx: &rusqlite::Transaction<'_>, webhook: &Webhook) -> Result<(), StoreError> {
+fn insert_subscriptions(
+    tx: &rusqlite::Transaction<'_>,
+    webhook: &Webhook,
+) -> Result<(), StoreError> {
     let id = webhook.webhook_id.to_string();
     for event_type in &webhook.event_types {
         tx.execute(
@@ -153,7 +191,11 @@ impl Store for EmbeddedStore {
 
     async fn get_webhook(&self, id: WebhookId) -> Result<Option<Webhook>, StoreError> {
         let connection = self.lock()?;
-        let mut found = read_webhooks(&connection, "SELECT record FROM webhooks WHERE webhook_id = ?1", params![id.to_string()])?;
+        let mut found = read_webhooks(
+            &connection,
+            "SELECT record FROM webhooks WHERE webhook_id = ?1",
+            params![id.to_string()],
+        )?;
         Ok(found.pop())
     }
 
@@ -162,12 +204,18 @@ impl Store for EmbeddedStore {
         let tx = connection.transaction().map_err(db)?;
         let id = webhook.webhook_id.to_string();
         let stored: Option<i64> = tx
-            .query_row("SELECT version FROM webhooks WHERE webhook_id = ?1", params![id], |row| row.get(0))
+            .query_row(
+                "SELECT version FROM webhooks WHERE webhook_id = ?1",
+                params![id],
+                |row| row.get(0),
+            )
             .optional()
             .map_err(db)?;
         match stored {
             None => return Err(StoreError::NotFound),
-            Some(version) if version + 1 != webhook.version as i64 => return Err(StoreError::Conflict),
+            Some(version) if version + 1 != webhook.version as i64 => {
+                return Err(StoreError::Conflict);
+            }
             Some(_) => {}
         }
         tx.execute(
@@ -175,7 +223,11 @@ impl Store for EmbeddedStore {
             params![id, webhook.version as i64, to_json(webhook)?],
         )
         .map_err(db)?;
-        tx.execute("DELETE FROM subscriptions WHERE webhook_id = ?1", params![id]).map_err(db)?;
+        tx.execute(
+            "DELETE FROM subscriptions WHERE webhook_id = ?1",
+            params![id],
+        )
+        .map_err(db)?;
         insert_subscriptions(&tx, webhook)?;
         tx.commit().map_err(db)
     }
@@ -184,15 +236,25 @@ impl Store for EmbeddedStore {
         let mut connection = self.lock()?;
         let tx = connection.transaction().map_err(db)?;
         let id = id.to_string();
-        let deleted = tx.execute("DELETE FROM webhooks WHERE webhook_id = ?1", params![id]).map_err(db)?;
+        let deleted = tx
+            .execute("DELETE FROM webhooks WHERE webhook_id = ?1", params![id])
+            .map_err(db)?;
         if deleted == 0 {
             return Err(StoreError::NotFound);
         }
-        tx.execute("DELETE FROM subscriptions WHERE webhook_id = ?1", params![id]).map_err(db)?;
+        tx.execute(
+            "DELETE FROM subscriptions WHERE webhook_id = ?1",
+            params![id],
+        )
+        .map_err(db)?;
         tx.commit().map_err(db)
     }
 
-    async fn list_webhooks(&self, event_type: Option<EventType>, request: PageRequest) -> Result<Page<Webhook>, StoreError> {
+    async fn list_webhooks(
+        &self,
+        event_type: Option<EventType>,
+        request: PageRequest,
+    ) -> Result<Page<Webhook>, StoreError> {
         let after: String = match &request.cursor {
             Some(cursor) => cursor.decode()?,
             None => String::new(),
@@ -244,7 +306,11 @@ impl Store for EmbeddedStore {
         Ok(inserted == 1)
     }
 
-    async fn get_delivery(&self, webhook_id: WebhookId, event_id: Uuid) -> Result<Option<DeliveryLog>, StoreError> {
+    async fn get_delivery(
+        &self,
+        webhook_id: WebhookId,
+        event_id: Uuid,
+    ) -> Result<Option<DeliveryLog>, StoreError> {
         let connection = self.lock()?;
         let mut found = read_deliveries(
             &connection,
@@ -271,10 +337,19 @@ impl Store for EmbeddedStore {
                 ],
             )
             .map_err(db)?;
-        if updated == 1 { Ok(()) } else { Err(StoreError::Conflict) }
+        if updated == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
     }
 
-    async fn list_deliveries(&self, webhook_id: WebhookId, state: Option<DeliveryState>, request: PageRequest) -> Result<Page<DeliveryLog>, StoreError> {
+    async fn list_deliveries(
+        &self,
+        webhook_id: WebhookId,
+        state: Option<DeliveryState>,
+        request: PageRequest,
+    ) -> Result<Page<DeliveryLog>, StoreError> {
         // Newest first: everything strictly before the cursor's position.
         let before: String = match &request.cursor {
             Some(cursor) => cursor.decode()?,
@@ -298,7 +373,12 @@ impl Store for EmbeddedStore {
         page(items, request.limit, created_key)
     }
 
-    async fn deliveries_since(&self, webhook_id: WebhookId, state: DeliveryState, since: DateTime<Utc>) -> Result<Vec<DeliveryLog>, StoreError> {
+    async fn deliveries_since(
+        &self,
+        webhook_id: WebhookId,
+        state: DeliveryState,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DeliveryLog>, StoreError> {
         let from = since.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string();
         let connection = self.lock()?;
         read_deliveries(
@@ -313,27 +393,40 @@ impl Store for EmbeddedStore {
         connection
             .execute(
                 "INSERT OR REPLACE INTO tasks (task_id, due_ms, body) VALUES (?1, ?2, ?3)",
-                params![task.task_id.to_string(), task.due_at.timestamp_millis(), task.body],
+                params![
+                    task.task_id.to_string(),
+                    task.due_at.timestamp_millis(),
+                    task.body
+                ],
             )
             .map_err(db)?;
         Ok(())
     }
 
-    async fn due_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<PendingTask>, StoreError> {
+    async fn due_tasks(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<PendingTask>, StoreError> {
         let connection = self.lock()?;
         let mut statement = connection
             .prepare_cached("SELECT task_id, due_ms, body FROM tasks WHERE due_ms <= ?1 ORDER BY due_ms, task_id LIMIT ?2")
             .map_err(db)?;
         let rows = statement
             .query_map(params![now.timestamp_millis(), limit as i64], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?))
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
             })
             .map_err(db)?;
         rows.map(|row| {
             let (task_id, due_ms, body) = row.map_err(db)?;
             Ok(PendingTask {
                 task_id: Uuid::parse_str(&task_id).map_err(StoreError::backend)?,
-                due_at: DateTime::from_timestamp_millis(due_ms).ok_or_else(|| StoreError::Backend("bad due time".into()))?,
+                due_at: DateTime::from_timestamp_millis(due_ms)
+                    .ok_or_else(|| StoreError::Backend("bad due time".into()))?,
                 body,
             })
         })
@@ -342,13 +435,20 @@ impl Store for EmbeddedStore {
 
     async fn next_task_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let connection = self.lock()?;
-        let due: Option<i64> = connection.query_row("SELECT MIN(due_ms) FROM tasks", [], |row| row.get(0)).map_err(db)?;
+        let due: Option<i64> = connection
+            .query_row("SELECT MIN(due_ms) FROM tasks", [], |row| row.get(0))
+            .map_err(db)?;
         Ok(due.and_then(DateTime::from_timestamp_millis))
     }
 
     async fn delete_task(&self, task_id: Uuid) -> Result<(), StoreError> {
         let connection = self.lock()?;
-        connection.execute("DELETE FROM tasks WHERE task_id = ?1", params![task_id.to_string()]).map_err(db)?;
+        connection
+            .execute(
+                "DELETE FROM tasks WHERE task_id = ?1",
+                params![task_id.to_string()],
+            )
+            .map_err(db)?;
         Ok(())
     }
 }

@@ -78,7 +78,11 @@ pub trait Store: Send + Sync {
     async fn delete_webhook(&self, id: WebhookId) -> Result<(), StoreError>;
 
     /// Webhooks in a stable order (by id), optionally only those subscribed to `event_type`.
-    async fn list_webhooks(&self, event_type: Option<EventType>, page: PageRequest) -> Result<Page<Webhook>, StoreError>;
+    async fn list_webhooks(
+        &self,
+        event_type: Option<EventType>,
+        page: PageRequest,
+    ) -> Result<Page<Webhook>, StoreError>;
 
     /// Every webhook subscribed to `event_type`, enabled or not. Cost grows with the number
     /// of subscribers, never with the number of webhooks.
@@ -88,21 +92,39 @@ pub trait Store: Send + Sync {
     /// was inserted.
     async fn insert_delivery(&self, entry: &DeliveryLog) -> Result<bool, StoreError>;
 
-    async fn get_delivery(&self, webhook_id: WebhookId, event_id: Uuid) -> Result<Option<DeliveryLog>, StoreError>;
+    async fn get_delivery(
+        &self,
+        webhook_id: WebhookId,
+        event_id: Uuid,
+    ) -> Result<Option<DeliveryLog>, StoreError>;
 
     /// Replaces a log entry whose stored `version` is `entry.version - 1`; `Conflict` otherwise.
     async fn update_delivery(&self, entry: &DeliveryLog) -> Result<(), StoreError>;
 
     /// A webhook's log entries, newest first, optionally only in `state`.
-    async fn list_deliveries(&self, webhook_id: WebhookId, state: Option<DeliveryState>, page: PageRequest) -> Result<Page<DeliveryLog>, StoreError>;
+    async fn list_deliveries(
+        &self,
+        webhook_id: WebhookId,
+        state: Option<DeliveryState>,
+        page: PageRequest,
+    ) -> Result<Page<DeliveryLog>, StoreError>;
 
     /// A webhook's entries in `state` created at or after `since`, oldest first.
-    async fn deliveries_since(&self, webhook_id: WebhookId, state: DeliveryState, since: DateTime<Utc>) -> Result<Vec<DeliveryLog>, StoreError>;
+    async fn deliveries_since(
+        &self,
+        webhook_id: WebhookId,
+        state: DeliveryState,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DeliveryLog>, StoreError>;
 
     async fn put_task(&self, task: &PendingTask) -> Result<(), StoreError>;
 
     /// Tasks due at or before `now`, earliest first.
-    async fn due_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<PendingTask>, StoreError>;
+    async fn due_tasks(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<PendingTask>, StoreError>;
 
     /// Earliest due time of any pending task, to know how long to sleep.
     async fn next_task_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
-use crate::queue::{Queue, SqsQueue, UnconfiguredQueue};
+use crate::delivery::{CidrList, Sender};
+use crate::queue::{Queue, SqsDeadLetters, SqsQueue, UnconfiguredQueue};
 use crate::store::{DynamoStore, Store};
 
 #[derive(Clone)]
@@ -46,4 +47,18 @@ impl App {
         };
         Ok(Self::new(store, queue, config))
     }
+}
+
+/// The sender Lambda's wiring: DynamoDB store, SQS events queue and dead-letter queue.
+pub async fn sender_from_env() -> Result<Sender, Box<dyn std::error::Error + Send + Sync>> {
+    let config = Config::from_env()?;
+    let table = config.require_table_name()?.to_owned();
+    let queue_url = config.require_events_queue_url()?.to_owned();
+    let dead_letter_url = config.require_dead_letter_queue_url()?.to_owned();
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));
+    let queue = Arc::new(SqsQueue::new(sqs.clone(), queue_url));
+    let dead_letters = Arc::new(SqsDeadLetters::new(sqs, dead_letter_url));
+    Ok(Sender::new(store, queue, dead_letters, Arc::new(config), &CidrList::default())?)
 }

@@ -12,5 +12,5 @@ pub mod signing;
 pub mod store;
 pub mod telemetry;
 
-pub use app::{App, Needs};
+pub use app::{App, Needs, sender_from_env};
 pub use config::Config;

@@ -88,6 +88,10 @@ pub struct DeliveryLog {
     /// While set and in the future, one sender owns the next attempt; others stand back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<DateTime<Utc>>,
+    /// Whether the retry task for `next_attempt_at` is known to be on the queue. False after
+    /// a failed send, so whoever handles this entry next sends it again.
+    #[serde(default)]
+    pub retry_scheduled: bool,
     /// Unix seconds after which the store may forget the entry (DynamoDB TTL).
     pub expires_at: i64,
     #[serde(default)]
@@ -113,6 +117,7 @@ impl DeliveryLog {
             attempts: Vec::new(),
             envelope,
             lease_until: None,
+            retry_scheduled: false,
             expires_at: (now + retention).timestamp(),
             version: 0,
         }

@@ -1,6 +1,7 @@
 //! The delivery queue port: where events and delivery tasks wait for the sender. SQS in AWS;
 //! in local mode a queue kept in the embedded store, so pending work survives restarts.
 
+mod dead_letter;
 mod local;
 mod sqs;
 mod task;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use dead_letter::{DeadLetters, FileDeadLetters, SqsDeadLetters};
 pub use local::LocalQueue;
 pub use sqs::SqsQueue;
 pub use task::{DeliverReason, DeliverTask, QueueTask};

@@ -16,17 +16,20 @@ pub struct DeliverTask {
     pub v: V1,
     pub webhook_id: WebhookId,
     pub reason: DeliverReason,
+    /// For retries: the attempt number this task performs. A task whose attempt has already
+    /// happened is a duplicate and is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
     pub envelope: EventEnvelope,
 }
 
 impl DeliverTask {
     pub fn new(webhook_id: WebhookId, reason: DeliverReason, envelope: EventEnvelope) -> Self {
-        Self {
-            v: V1,
-            webhook_id,
-            reason,
-            envelope,
-        }
+        Self { v: V1, webhook_id, reason, attempt: None, envelope }
+    }
+
+    pub fn retry(webhook_id: WebhookId, attempt: u32, envelope: EventEnvelope) -> Self {
+        Self { v: V1, webhook_id, reason: DeliverReason::Retry, attempt: Some(attempt), envelope }
     }
 }
 

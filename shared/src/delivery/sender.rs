@@ -1,0 +1,447 @@
+//! The delivery engine: turns one queue message into deliveries. An event fans out to every
+//! enabled subscriber; a task delivers to one webhook. Each (webhook, event) has one log entry,
+//! and every state change is a conditional write on it, so a message that SQS redelivers or a
+//! batch that Lambda retries never re-sends a delivery that already succeeded.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use super::envelope::{USER_AGENT, signed_request};
+use super::{AddressPolicy, AttemptOutcome, CidrList, DeliveryClient, DeliveryClientError, RetryPolicy};
+use crate::config::Config;
+use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, Webhook, WebhookId, WebhookState};
+use crate::events::{Incoming, parse_queue_body};
+use crate::queue::{DeadLetters, DeliverReason, DeliverTask, MAX_QUEUE_DELAY, Queue, QueueError, QueueMessage, QueueTask};
+use crate::store::{Store, StoreError};
+
+/// How much of a response is kept in the log.
+const LOG_RESPONSE_HEAD_CHARS: usize = 1024;
+/// Extra time a claim holds beyond the attempt's own timeout, for the writes around it.
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// A retry that arrives this early is close enough to its time to go now.
+const EARLY_ENOUGH: Duration = Duration::from_secs(1);
+/// How often a webhook health update retries when a concurrent write won.
+const HEALTH_UPDATE_ATTEMPTS: usize = 3;
+
+/// A failure that says nothing about the message itself (store or queue unavailable): the
+/// message must be processed again later.
+#[derive(Debug, thiserror::Error)]
+pub enum Transient {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("queue: {0}")]
+    Queue(#[from] QueueError),
+}
+
+/// What handling one queue message came to.
+#[derive(Debug)]
+pub enum MessageOutcome {
+    /// Fully handled: the message can be deleted.
+    Done(Tally),
+    /// The message can never be processed (invalid event): dead-letter it with this reason.
+    Invalid(String),
+    /// Handle it again later; some deliveries may have gone out and will not repeat.
+    Retry(String),
+}
+
+/// Counts for the batch metrics line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    pub delivered: u32,
+    pub failed: u32,
+    pub retried: u32,
+    pub exhausted: u32,
+    pub skipped: u32,
+    pub latencies_ms: Vec<u64>,
+}
+
+impl Tally {
+    pub fn add(&mut self, other: &Tally) {
+        self.delivered += other.delivered;
+        self.failed += other.failed;
+        self.retried += other.retried;
+        self.exhausted += other.exhausted;
+        self.skipped += other.skipped;
+        self.latencies_ms.extend(&other.latencies_ms);
+    }
+}
+
+/// What made us deliver: decides whether an existing log entry allows another attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Fanout,
+    Ping,
+    Retry { attempt: u32 },
+    Redeliver,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Delivered,
+    Retrying,
+    Exhausted,
+    Skipped,
+}
+
+pub struct Sender {
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+    dead_letters: Arc<dyn DeadLetters>,
+    client: DeliveryClient,
+    config: Arc<Config>,
+    retry: RetryPolicy,
+    in_flight: Semaphore,
+}
+
+impl Sender {
+    /// `extra_allowed` widens the SSRF allow-list beyond `ALLOWED_TARGET_CIDRS` (local mode
+    /// allows loopback).
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        dead_letters: Arc<dyn DeadLetters>,
+        config: Arc<Config>,
+        extra_allowed: &CidrList,
+    ) -> Result<Self, DeliveryClientError> {
+        let mut allowed = config.allowed_target_cidrs.clone();
+        allowed.extend(extra_allowed);
+        let client = DeliveryClient::new(config.delivery_timeout, AddressPolicy::new(allowed), USER_AGENT)?;
+        Ok(Self {
+            store,
+            queue,
+            dead_letters,
+            client,
+            retry: RetryPolicy::new(config.retry_schedule.clone()),
+            in_flight: Semaphore::new(config.delivery_concurrency),
+            config,
+        })
+    }
+
+    pub fn dead_letters(&self) -> &Arc<dyn DeadLetters> {
+        &self.dead_letters
+    }
+
+    /// Handles one queue message body. `message_id` is the queue's id for it.
+    pub async fn handle_message(&self, body: &str, message_id: &str) -> MessageOutcome {
+        let incoming = match parse_queue_body(body, message_id, &self.config.ingest_defaults(), Utc::now()) {
+            Ok(incoming) => incoming,
+            Err(reason) => return MessageOutcome::Invalid(reason.0),
+        };
+        let result = match incoming {
+            Incoming::Event(envelope) => {
+                let span = tracing::info_span!("fan_out", event_id = %envelope.event_id, event_type = %envelope.event_type);
+                self.fan_out(&envelope).instrument(span).await
+            }
+            Incoming::Task(QueueTask::Deliver(task)) => {
+                let span = tracing::info_span!("deliver_task", webhook_id = %task.webhook_id, event_id = %task.envelope.event_id);
+                self.deliver_task(task).instrument(span).await
+            }
+        };
+        match result {
+            Ok(tally) => MessageOutcome::Done(tally),
+            Err(err) => {
+                tracing::warn!(error = %err, "message will be retried");
+                MessageOutcome::Retry(err.to_string())
+            }
+        }
+    }
+
+    async fn fan_out(&self, envelope: &EventEnvelope) -> Result<Tally, Transient> {
+        let subscribers = self.store.subscribers(envelope.event_type).await?;
+        let mut tally = Tally::default();
+        let enabled: Vec<Webhook> = subscribers.into_iter().filter(Webhook::is_enabled).collect();
+        let results = join_all(enabled.iter().map(|webhook| self.deliver(webhook, envelope, Trigger::Fanout))).await;
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok((step, latency)) => tally_step(&mut tally, step, latency),
+                // Deliveries that did go out are recorded and will not repeat on the retry.
+                Err(err) => first_error = first_error.or(Some(err)),
+            }
+        }
+        match first_error {
+            Some(err) => Err(err),
+            None => Ok(tally),
+        }
+    }
+
+    async fn deliver_task(&self, task: DeliverTask) -> Result<Tally, Transient> {
+        let mut tally = Tally::default();
+        let Some(webhook) = self.store.get_webhook(task.webhook_id).await? else {
+            tracing::info!("webhook no longer exists; dropping its delivery");
+            tally.skipped += 1;
+            return Ok(tally);
+        };
+        if !webhook.is_enabled() && task.reason != DeliverReason::Ping {
+            tracing::info!(reason = ?webhook.disabled_reason, "webhook is disabled; skipping");
+            tally.skipped += 1;
+            return Ok(tally);
+        }
+        let trigger = match (task.reason, task.attempt) {
+            (DeliverReason::Ping, _) => Trigger::Ping,
+            (DeliverReason::Redeliver, _) => Trigger::Redeliver,
+            (DeliverReason::Retry, Some(attempt)) => Trigger::Retry { attempt },
+            (DeliverReason::Retry, None) => Trigger::Fanout,
+        };
+        let (step, latency) = self.deliver(&webhook, &task.envelope, trigger).await?;
+        tally_step(&mut tally, step, latency);
+        Ok(tally)
+    }
+
+    /// One event to one webhook: find or create its log entry, decide whether an attempt is
+    /// due, claim it, attempt, record.
+    async fn deliver(&self, webhook: &Webhook, envelope: &EventEnvelope, trigger: Trigger) -> Result<(Step, Option<u64>), Transient> {
+        let now = Utc::now();
+        let mut entry = self.entry_for(webhook.webhook_id, envelope, now).await?;
+        if !self.attempt_is_due(&mut entry, envelope, trigger, now).await? {
+            return Ok((Step::Skipped, None));
+        }
+
+        let attempt_number = entry.try_count + 1;
+        entry.lease_until = Some(now + chrono_duration(self.config.delivery_timeout + LEASE_MARGIN));
+        entry.updated_at = now;
+        entry.version += 1;
+        match self.store.update_delivery(&entry).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => {
+                tracing::debug!(webhook_id = %webhook.webhook_id, event_id = %envelope.event_id, "claimed by another sender");
+                return Ok((Step::Skipped, None));
+            }
+            Err(other) => return Err(other.into()),
+        }
+
+        let span = tracing::info_span!("attempt", webhook_id = %webhook.webhook_id, event_id = %envelope.event_id, attempt = attempt_number);
+        let outcome = self.attempt(webhook, envelope).instrument(span.clone()).await;
+        let latency = (Utc::now() - envelope.created_at).num_milliseconds().max(0) as u64;
+        let step = self.record(webhook, envelope, entry, attempt_number, trigger, &outcome).instrument(span).await?;
+        Ok((step, (step == Step::Delivered).then_some(latency)))
+    }
+
+    async fn entry_for(&self, webhook_id: WebhookId, envelope: &EventEnvelope, now: DateTime<Utc>) -> Result<DeliveryLog, Transient> {
+        if let Some(entry) = self.store.get_delivery(webhook_id, envelope.event_id).await? {
+            return Ok(entry);
+        }
+        let fresh = DeliveryLog::new(webhook_id, envelope.clone(), now, self.config.log_retention);
+        if self.store.insert_delivery(&fresh).await? {
+            return Ok(fresh);
+        }
+        // Another sender inserted it between our read and write.
+        self.store.get_delivery(webhook_id, envelope.event_id).await?.ok_or(Transient::Store(StoreError::NotFound))
+    }
+
+    /// Whether this message may make the next attempt on `entry`. Also re-sends a retry task
+    /// that an earlier run failed to queue.
+    async fn attempt_is_due(&self, entry: &mut DeliveryLog, envelope: &EventEnvelope, trigger: Trigger, now: DateTime<Utc>) -> Result<bool, Transient> {
+        if entry.state.is_final() {
+            if trigger == Trigger::Redeliver {
+                entry.state = DeliveryState::Retrying;
+                entry.retry_scheduled = false;
+                return Ok(true);
+            }
+            tracing::debug!(state = entry.state.as_str(), "delivery already final");
+            return Ok(false);
+        }
+        if entry.lease_until.is_some_and(|lease| lease > now) {
+            return Ok(false);
+        }
+        let not_yet = entry.next_attempt_at.filter(|at| *at > now + chrono_duration(EARLY_ENOUGH));
+        match trigger {
+            Trigger::Redeliver => Ok(true),
+            Trigger::Retry { attempt } if attempt != entry.try_count + 1 => {
+                self.reschedule_if_lost(entry, envelope, now).await?;
+                Ok(false)
+            }
+            Trigger::Retry { attempt } => match not_yet {
+                // Waits past SQS's delay cap arrive early: hop through the queue again.
+                Some(at) => {
+                    let task = DeliverTask::retry(entry.webhook_id, attempt, envelope.clone());
+                    self.queue.send(&QueueMessage::Task(QueueTask::Deliver(task)), to_std(at - now)).await?;
+                    Ok(false)
+                }
+                None => Ok(true),
+            },
+            Trigger::Fanout | Trigger::Ping => {
+                if entry.try_count > 0 && not_yet.is_some() {
+                    self.reschedule_if_lost(entry, envelope, now).await?;
+                    return Ok(false);
+                }
+                Ok(entry.try_count == 0 || entry.state == DeliveryState::Queued || not_yet.is_none())
+            }
+        }
+    }
+
+    async fn reschedule_if_lost(&self, entry: &mut DeliveryLog, envelope: &EventEnvelope, now: DateTime<Utc>) -> Result<(), Transient> {
+        if entry.retry_scheduled || entry.state != DeliveryState::Retrying {
+            return Ok(());
+        }
+        let wait = entry.next_attempt_at.map(|at| to_std(at - now)).unwrap_or_default();
+        let task = DeliverTask::retry(entry.webhook_id, entry.try_count + 1, envelope.clone());
+        self.queue.send(&QueueMessage::Task(QueueTask::Deliver(task)), wait).await?;
+        entry.retry_scheduled = true;
+        entry.version += 1;
+        match self.store.update_delivery(entry).await {
+            Ok(()) | Err(StoreError::Conflict) => Ok(()),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    async fn attempt(&self, webhook: &Webhook, envelope: &EventEnvelope) -> AttemptOutcome {
+        let started = Instant::now();
+        let request = match signed_request(webhook, envelope, Utc::now()) {
+            Ok(request) => request,
+            Err(err) => {
+                return AttemptOutcome {
+                    status: None,
+                    retry_after: None,
+                    response_head: None,
+                    duration: started.elapsed(),
+                    error: Some(super::DeliveryErrorKind::Other(format!("cannot encode the body: {err}"))),
+                };
+            }
+        };
+        let _permit = self.in_flight.acquire().await;
+        let outcome = self.client.post(webhook.url.as_str(), request.headers, request.body).await;
+        match (&outcome.status, &outcome.error) {
+            (Some(status), _) => tracing::info!(status, duration_ms = outcome.duration.as_millis() as u64, "attempt answered"),
+            (None, Some(error)) => tracing::warn!(%error, duration_ms = outcome.duration.as_millis() as u64, "attempt failed"),
+            (None, None) => {}
+        }
+        outcome
+    }
+
+    /// Writes the attempt and the new state. A retry is queued before the entry is written,
+    /// so a crash in between repeats an attempt rather than losing one.
+    async fn record(
+        &self,
+        webhook: &Webhook,
+        envelope: &EventEnvelope,
+        mut entry: DeliveryLog,
+        attempt_number: u32,
+        trigger: Trigger,
+        outcome: &AttemptOutcome,
+    ) -> Result<Step, Transient> {
+        let now = Utc::now();
+        entry.attempts.push(Attempt {
+            attempt: attempt_number,
+            at: now,
+            status_code: outcome.status,
+            error: outcome.error.as_ref().map(ToString::to_string),
+            duration_ms: outcome.duration.as_millis() as u64,
+            response_head: outcome.response_head.as_ref().map(|head| head.chars().take(LOG_RESPONSE_HEAD_CHARS).collect()),
+        });
+        entry.try_count = attempt_number;
+        entry.lease_until = None;
+        entry.updated_at = now;
+        entry.retry_scheduled = false;
+        let gone = outcome.status == Some(410);
+        let honour_retry_after = matches!(outcome.status, Some(429 | 503));
+        let mut queue_error = None;
+        let step = if outcome.succeeded() {
+            entry.state = DeliveryState::Succeeded;
+            entry.next_attempt_at = None;
+            Step::Delivered
+        } else if let Some(delay) = (!gone && trigger != Trigger::Redeliver)
+            .then(|| self.retry.delay_after(attempt_number, outcome.retry_after.filter(|_| honour_retry_after)))
+            .flatten()
+        {
+            entry.state = DeliveryState::Retrying;
+            entry.next_attempt_at = Some(now + chrono_duration(delay));
+            let task = DeliverTask::retry(entry.webhook_id, attempt_number + 1, envelope.clone());
+            match self.queue.send(&QueueMessage::Task(QueueTask::Deliver(task)), delay.min(MAX_QUEUE_DELAY)).await {
+                Ok(()) => entry.retry_scheduled = true,
+                Err(err) => queue_error = Some(err),
+            }
+            Step::Retrying
+        } else {
+            entry.state = DeliveryState::Failed;
+            entry.next_attempt_at = None;
+            Step::Exhausted
+        };
+        entry.version += 1;
+        match self.store.update_delivery(&entry).await {
+            Ok(()) | Err(StoreError::Conflict) => {}
+            Err(other) => return Err(other.into()),
+        }
+        tracing::info!(state = entry.state.as_str(), try_count = entry.try_count, "delivery recorded");
+        self.update_health(webhook.webhook_id, outcome.succeeded(), gone, now).await;
+        match queue_error {
+            Some(err) => Err(err.into()),
+            None => Ok(step),
+        }
+    }
+
+    /// Tracks how long a webhook has been failing and disables it after `410 Gone` or when
+    /// every delivery failed for `auto_disable_after`. Best effort: a failure here is logged,
+    /// never allowed to affect the delivery.
+    async fn update_health(&self, webhook_id: WebhookId, succeeded: bool, gone: bool, now: DateTime<Utc>) {
+        for _ in 0..HEALTH_UPDATE_ATTEMPTS {
+            let mut webhook = match self.store.get_webhook(webhook_id).await {
+                Ok(Some(webhook)) => webhook,
+                Ok(None) => return,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot read webhook health");
+                    return;
+                }
+            };
+            let failing_since = webhook.failing_since;
+            let change = match (succeeded, failing_since) {
+                (true, None) => None,
+                (true, Some(_)) => Some((None, None)),
+                (false, _) if gone => Some((failing_since.or(Some(now)), Some("the endpoint answered 410 Gone".to_owned()))),
+                (false, None) => Some((Some(now), None)),
+                (false, Some(since)) if now - since >= self.config.auto_disable_after => {
+                    Some((Some(since), Some(format!("every delivery failed since {}", since.to_rfc3339()))))
+                }
+                (false, Some(_)) => None,
+            };
+            let Some((new_failing_since, disable_reason)) = change else { return };
+            if webhook.state == WebhookState::Disabled && disable_reason.is_some() {
+                return;
+            }
+            webhook.failing_since = new_failing_since;
+            if let Some(reason) = disable_reason {
+                tracing::warn!(webhook_id = %webhook_id, %reason, "disabling webhook");
+                webhook.state = WebhookState::Disabled;
+                webhook.disabled_reason = Some(reason);
+            }
+            webhook.version += 1;
+            match self.store.update_webhook(&webhook).await {
+                Ok(()) | Err(StoreError::NotFound) => return,
+                Err(StoreError::Conflict) => continue,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot update webhook health");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn tally_step(tally: &mut Tally, step: Step, latency: Option<u64>) {
+    match step {
+        Step::Delivered => tally.delivered += 1,
+        Step::Retrying => {
+            tally.failed += 1;
+            tally.retried += 1;
+        }
+        Step::Exhausted => {
+            tally.failed += 1;
+            tally.exhausted += 1;
+        }
+        Step::Skipped => tally.skipped += 1,
+    }
+    tally.latencies_ms.extend(latency);
+}
+
+fn chrono_duration(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
+fn to_std(duration: chrono::Duration) -> Duration {
+    duration.to_std().unwrap_or_default()
+}

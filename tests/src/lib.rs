@@ -1,5 +1,13 @@
 //! The test harness: a `TestApp` running the real handlers on the embedded store and the
-//! store-backed local queue, driven with plain HTTP requests.
+//! store-backed local queue, driven with plain HTTP requests; a recording queue and a
+//! sender for delivery tests; real loopback receivers; moto.
+
+pub mod moto;
+mod receiver;
+mod sending;
+
+pub use receiver::{Received, Receiver, Reply};
+pub use sending::{RecordingDeadLetters, RecordingQueue, TestSender};
 
 use std::sync::Arc;
 

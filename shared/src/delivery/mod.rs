@@ -1,6 +1,18 @@
 //! Delivering events: fan-out, envelopes, signatures, the SSRF-safe HTTP client, attempts and
 //! the retry policy.
 
+mod address;
+mod batch;
 mod cidr;
+mod client;
+mod envelope;
+mod retry;
+mod sender;
 
+pub use address::{AddressPolicy, is_global};
 pub use cidr::{Cidr, CidrList, canonical};
+pub use client::{AttemptOutcome, DeliveryClient, DeliveryClientError, DeliveryErrorKind, RESPONSE_HEAD_BYTES};
+pub use batch::{emit_metrics, handle_sqs_event};
+pub use envelope::{SignedRequest, USER_AGENT, body, signed_request};
+pub use retry::RetryPolicy;
+pub use sender::{MessageOutcome, Sender, Tally, Transient};

@@ -7,13 +7,13 @@
 //!   projection `ALL`.
 //! - Time to live on the number attribute `expires_at` (unix seconds).
 //!
-//! | record        | `pk`                  | `sk`                                   | `gsi1pk`              | `gsi1sk`                       |
-//! |---------------|-----------------------|----------------------------------------|-----------------------|--------------------------------|
-//! | webhook       | `WEBHOOKS`            | `WEBHOOK#{webhook_id}`                 |                       |                                |
-//! | subscription  | `SUB#{event_type}`    | `WEBHOOK#{webhook_id}`                 |                       |                                |
-//! | delivery log  | `LOG#{webhook_id}`    | `EVENT#{event_id}`                     | `LOG#{webhook_id}`    | `{created_at}#{event_id}`      |
-//! | pending task  | `TASKS`               | `{due_at}#{task_id}`                   |                       |                                |
-//! | task pointer  | `TASK#{task_id}`      | `TASK`                                 |                       |                                |
+//! | record       | `pk`               | `sk`                   | `gsi1pk`           | `gsi1sk`         |
+//! |--------------|--------------------|------------------------|--------------------|------------------|
+//! | webhook      | `WEBHOOKS`         | `WEBHOOK#{webhook_id}` |                    |                  |
+//! | subscription | `SUB#{event_type}` | `WEBHOOK#{webhook_id}` |                    |                  |
+//! | delivery log | `LOG#{webhook_id}` | `EVENT#{event_id}`     | `LOG#{webhook_id}` | `{created_at}#{event_id}` |
+//! | pending task | `TASKS`            | `{due_at}#{task_id}`   |                    |                  |
+//! | task pointer | `TASK#{task_id}`   | `TASK`                 |                    |                  |
 //!
 //! `{created_at}` is RFC 3339 UTC with exactly nine fractional digits
 //! (`2026-11-28T13:45:00.123456789Z`) so that string order is time order at full precision;

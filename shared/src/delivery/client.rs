@@ -1,0 +1,644 @@
+//! The HTTP client every delivery attempt goes through (SPEC §6.3, §6.4).
+//!
+//! It owns three things the rest of the sender must not have to think about:
+//! - the SSRF guard, enforced on the addresses actually connected to: a resolver that drops
+//!   every address the [`AddressPolicy`] refuses, plus a check of IP-literal hosts (which reqwest
+//!   connects to without asking the resolver). Checking the URL text alone would be defeated by
+//!   DNS names that point inside, and re-resolving after a check would be defeated by DNS
+//!   rebinding; filtering inside the resolver means the checked address is the one dialled.
+//! - one long-lived `reqwest::Client`, so a warm Lambda reuses connections across attempts;
+//! - turning whatever happened into an [`AttemptOutcome`] for the delivery log, whose messages
+//!   never carry header values (signatures) or the URL's path and query (credentials).
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use http::HeaderMap;
+use http::header::{HeaderValue, RETRY_AFTER};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use url::{Host, Url};
+
+use super::address::AddressPolicy;
+
+/// How much of a response body is kept for the delivery log.
+pub const RESPONSE_HEAD_BYTES: usize = 1024;
+
+/// Idle pooled connections are dropped after this long. A Lambda may sit frozen between
+/// invocations while receivers close idle connections (often after 5 to 75 s), so a pooled
+/// connection much older than this is more likely to fail on reuse than to save a handshake.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Upper bound on TCP connect plus TLS handshake; a receiver that cannot even accept within
+/// this is down, and waiting longer only eats into the attempt's budget.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a [`DeliveryClient`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryClientError {
+    #[error("the user agent {0:?} is not a valid header value")]
+    UserAgent(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Build(#[source] reqwest::Error),
+}
+
+/// Why an attempt got no HTTP status. Its `Display` goes into the delivery log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryErrorKind {
+    /// Refused by the SSRF guard before any connection was attempted.
+    Blocked(String),
+    /// No complete response head within the per-attempt timeout (or no connection within the
+    /// connect timeout).
+    Timeout,
+    /// DNS failure, refused or reset connection, unreachable host.
+    Connect(String),
+    /// Anything else: TLS, protocol errors, an unusable URL.
+    Other(String),
+}
+
+impl fmt::Display for DeliveryErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Blocked(message) => write!(f, "blocked: {message}"),
+            Self::Timeout => f.write_str("timed out"),
+            Self::Connect(message) => write!(f, "connection failed: {message}"),
+            Self::Other(message) => write!(f, "request failed: {message}"),
+        }
+    }
+}
+
+/// What one POST produced. A 3xx is not followed: it is just a non-2xx status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptOutcome {
+    pub status: Option<u16>,
+    /// `Retry-After`, as seconds or an HTTP-date (a past date gives zero). Present whatever the
+    /// status; the retry policy decides whether to honour it (SPEC: on 429 and 503).
+    pub retry_after: Option<Duration>,
+    /// The first [`RESPONSE_HEAD_BYTES`] of the body, lossy UTF-8; `None` when empty.
+    pub response_head: Option<String>,
+    pub duration: Duration,
+    pub error: Option<DeliveryErrorKind>,
+}
+
+impl AttemptOutcome {
+    pub fn succeeded(&self) -> bool {
+        matches!(self.status, Some(200..=299))
+    }
+
+    fn failed(error: DeliveryErrorKind, started: Instant) -> Self {
+        Self { status: None, retry_after: None, response_head: None, duration: started.elapsed(), error: Some(error) }
+    }
+}
+
+/// The resolver's refusal. A distinct type so [`classify`] can find it in reqwest's error chain
+/// and report `Blocked` rather than a generic connect failure.
+#[derive(Debug)]
+struct BlockedHost {
+    host: String,
+}
+
+impl fmt::Display for BlockedHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} resolves only to non-public addresses", self.host)
+    }
+}
+
+impl StdError for BlockedHost {}
+
+/// Resolves with the system resolver, then keeps only the addresses the policy permits. reqwest
+/// connects to exactly the addresses returned here, so nothing unchecked is ever dialled.
+#[derive(Debug)]
+struct GuardedResolver {
+    policy: Arc<AddressPolicy>,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = Arc::clone(&self.policy);
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            // Port 0: reqwest substitutes the URL's port (or the scheme default).
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if resolved.is_empty() {
+                return Err(format!("{host} has no addresses").into());
+            }
+            let permitted: Vec<SocketAddr> = resolved.into_iter().filter(|addr| policy.permits(addr.ip())).collect();
+            if permitted.is_empty() {
+                return Err(Box::new(BlockedHost { host }) as Box<dyn StdError + Send + Sync>);
+            }
+            let addrs: Addrs = Box::new(permitted.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// Sends delivery attempts. Build one per process and share it (it is cheap to clone), so
+/// connections to a receiver are reused across attempts.
+#[derive(Debug, Clone)]
+pub struct DeliveryClient {
+    http: reqwest::Client,
+    policy: Arc<AddressPolicy>,
+}
+
+impl DeliveryClient {
+    /// `timeout` bounds each attempt from connect to the end of reading the response head.
+    pub fn new(timeout: Duration, policy: AddressPolicy, user_agent: &str) -> Result<Self, DeliveryClientError> {
+        let user_agent =
+            HeaderValue::from_str(user_agent).map_err(|_| DeliveryClientError::UserAgent(user_agent.to_owned()))?;
+        let policy = Arc::new(policy);
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .user_agent(user_agent)
+            // A proxy from the environment would make the resolver judge the proxy, not the
+            // receiver, and let the proxy reach whatever the receiver's name points to.
+            .no_proxy()
+            .dns_resolver(GuardedResolver { policy: Arc::clone(&policy) })
+            .build()
+            .map_err(DeliveryClientError::Build)?;
+        Ok(Self { http, policy })
+    }
+
+    pub fn policy(&self) -> &AddressPolicy {
+        &self.policy
+    }
+
+    /// POSTs `body` to `url` once. Never fails: every problem is described in the outcome.
+    pub async fn post(&self, url: &str, headers: HeaderMap, body: Vec<u8>) -> AttemptOutcome {
+        let started = Instant::now();
+        let target = match self.check_target(url) {
+            Ok(target) => target,
+            Err(error) => return AttemptOutcome::failed(error, started),
+        };
+        let host = target.host_str().unwrap_or_default().to_owned();
+
+        // The parsed `Url` is handed over as is, so reqwest dials the host that was checked.
+        let mut response = match self.http.post(target).headers(headers).body(body).send().await {
+            Ok(response) => response,
+            Err(error) => return AttemptOutcome::failed(classify(&error, &host), started),
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| parse_retry_after(value, Utc::now()));
+        let response_head = read_head(&mut response).await;
+        AttemptOutcome { status: Some(status), retry_after, response_head, duration: started.elapsed(), error: None }
+    }
+
+    /// Parses the URL and refuses IP-literal hosts the policy does not permit: reqwest connects
+    /// to literals without calling the resolver. The `url` crate has already turned every
+    /// spelling of an IPv4 address (`0x7f000001`, `2130706433`, `127.1`, ...) into a literal.
+    fn check_target(&self, url: &str) -> Result<Url, DeliveryErrorKind> {
+        // `url::ParseError` describes the problem without echoing the input.
+        let parsed = Url::parse(url).map_err(|error| DeliveryErrorKind::Other(format!("invalid URL ({error})")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(DeliveryErrorKind::Other(format!("unsupported URL scheme {:?}", parsed.scheme())));
+        }
+        let literal = match parsed.host() {
+            Some(Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+            Some(Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+            Some(Host::Domain(_)) => None,
+            None => return Err(DeliveryErrorKind::Other("URL has no host".to_owned())),
+        };
+        if let Some(ip) = literal
+            && !self.policy.permits(ip)
+        {
+            return Err(DeliveryErrorKind::Blocked(format!("{ip} is not a public address")));
+        }
+        Ok(parsed)
+    }
+}
+
+/// Reads at most [`RESPONSE_HEAD_BYTES`] of the body, chunk by chunk, and stops: a receiver may
+/// answer with an endless or huge body. A short body is read to its end, which is what lets the
+/// connection go back to the pool. A failure mid-body keeps what was read: the status, already
+/// received, is what decides the attempt.
+async fn read_head(response: &mut reqwest::Response) -> Option<String> {
+    let mut head = Vec::new();
+    while head.len() < RESPONSE_HEAD_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = RESPONSE_HEAD_BYTES - head.len();
+                head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    (!head.is_empty()).then(|| String::from_utf8_lossy(&head).into_owned())
+}
+
+/// `Retry-After` is either delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
+fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit()) {
+        return value.parse::<u64>().ok().map(Duration::from_secs);
+    }
+    let at = parse_http_date(value)?;
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// IMF-fixdate, plus the two obsolete forms recipients must still accept (RFC 850, asctime).
+fn parse_http_date(value: &str) -> Option<DateTime<Utc>> {
+    if let Ok(date) = DateTime::parse_from_rfc2822(value) {
+        return Some(date.with_timezone(&Utc));
+    }
+    ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"]
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(value, format).ok())
+        .map(|naive| naive.and_utc())
+}
+
+fn classify(error: &reqwest::Error, host: &str) -> DeliveryErrorKind {
+    // Before `is_connect`: the resolver's refusal surfaces as a connect error too.
+    if let Some(blocked) = sources(error).find_map(|source| source.downcast_ref::<BlockedHost>()) {
+        return DeliveryErrorKind::Blocked(blocked.to_string());
+    }
+    if error.is_timeout() {
+        return DeliveryErrorKind::Timeout;
+    }
+    if error.is_connect() {
+        return DeliveryErrorKind::Connect(format!("{host}: {}", describe(error)));
+    }
+    DeliveryErrorKind::Other(describe(error))
+}
+
+fn sources<'a>(error: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(error.source(), |&source| source.source())
+}
+
+/// The causes of a reqwest error, innermost last. reqwest's own `Display` appends the full URL
+/// (path and query may hold credentials), so reqwest errors in the chain are skipped; hyper's
+/// "client error (Connect)" wrapper only repeats what the caller already knows.
+fn describe(error: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for source in sources(error) {
+        if source.is::<reqwest::Error>() {
+            continue;
+        }
+        let text = source.to_string();
+        if text.starts_with("client error (") || parts.last() == Some(&text) {
+            continue;
+        }
+        parts.push(text);
+    }
+    if parts.is_empty() {
+        if error.is_body() {
+            return "error in the request or response body".to_owned();
+        }
+        return "error sending the request".to_owned();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use chrono::TimeZone;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::delivery::cidr::CidrList;
+
+    /// A canned HTTP/1.1 receiver on a loopback address, counting accepted connections and
+    /// requests. It answers every request on a connection with the same bytes, keep-alive.
+    struct Receiver {
+        addr: SocketAddr,
+        accepts: Arc<AtomicUsize>,
+        requests: Arc<AtomicUsize>,
+    }
+
+    impl Receiver {
+        async fn start(response: String) -> Self {
+            Self::start_with_delay(response, Duration::ZERO).await
+        }
+
+        async fn start_with_delay(response: String, delay: Duration) -> Self {
+            Self::bind("127.0.0.1:0".parse().unwrap(), response, delay).await.unwrap()
+        }
+
+        async fn bind(addr: SocketAddr, response: String, delay: Duration) -> io::Result<Self> {
+            let listener = TcpListener::bind(addr).await?;
+            let addr = listener.local_addr()?;
+            let accepts = Arc::new(AtomicUsize::new(0));
+            let requests = Arc::new(AtomicUsize::new(0));
+            let response = Arc::new(response.into_bytes());
+            let (accepted, answered) = (Arc::clone(&accepts), Arc::clone(&requests));
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    let (answered, response) = (Arc::clone(&answered), Arc::clone(&response));
+                    tokio::spawn(async move {
+                        let mut pending = Vec::new();
+                        while read_request(&stream, &mut pending).await.is_ok() {
+                            answered.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(delay).await;
+                            if write_all(&stream, &response).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+            Ok(Self { addr, accepts, requests })
+        }
+
+        fn port(&self) -> u16 {
+            self.addr.port()
+        }
+
+        fn url(&self) -> String {
+            format!("http://{}/hook", self.addr)
+        }
+
+        fn accepts(&self) -> usize {
+            self.accepts.load(Ordering::SeqCst)
+        }
+
+        fn requests(&self) -> usize {
+            self.requests.load(Ordering::SeqCst)
+        }
+    }
+
+    fn response(status_line: &str, extra_headers: &str, body: &str) -> String {
+        format!("HTTP/1.1 {status_line}\r\nContent-Length: {}\r\n{extra_headers}\r\n{body}", body.len())
+    }
+
+    // The receiver uses the readiness API because the crate's tokio has no `io-util` feature.
+    async fn read_some(stream: &TcpStream, buffer: &mut [u8]) -> io::Result<usize> {
+        loop {
+            stream.readable().await?;
+            match stream.try_read(buffer) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return result,
+            }
+        }
+    }
+
+    async fn write_all(stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            stream.writable().await?;
+            match stream.try_write(data) {
+                Ok(written) => data = &data[written..],
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Consumes one request (head and `Content-Length` body) from `pending` plus the stream.
+    async fn read_request(stream: &TcpStream, pending: &mut Vec<u8>) -> io::Result<()> {
+        let mut buffer = [0u8; 4096];
+        loop {
+            if let Some(end) = pending.windows(4).position(|window| window == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .and_then(|value| value.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if pending.len() >= end + 4 + length {
+                    pending.drain(..end + 4 + length);
+                    return Ok(());
+                }
+            }
+            let read = read_some(stream, &mut buffer).await?;
+            if read == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            pending.extend_from_slice(&buffer[..read]);
+        }
+    }
+
+    fn client(policy: AddressPolicy) -> DeliveryClient {
+        client_with_timeout(policy, Duration::from_secs(5))
+    }
+
+    fn client_with_timeout(policy: AddressPolicy, timeout: Duration) -> DeliveryClient {
+        DeliveryClient::new(timeout, policy, "onefuzz-webhook test").unwrap()
+    }
+
+    fn loopback_allowed() -> AddressPolicy {
+        AddressPolicy::new(CidrList::loopback())
+    }
+
+    fn signed_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert("webhook-signature", HeaderValue::from_static("v1,SIGNATURE-SECRET"));
+        headers
+    }
+
+    async fn post(client: &DeliveryClient, url: &str) -> AttemptOutcome {
+        client.post(url, signed_headers(), b"{\"ping\":true}".to_vec()).await
+    }
+
+    #[test]
+    fn the_url_parser_turns_every_ipv4_spelling_into_a_literal() {
+        for spelling in ["0x7f000001", "2130706433", "127.1", "0177.0.0.1", "127.0.0.1.", "0x7f.1"] {
+            let url = Url::parse(&format!("http://{spelling}:8080/")).unwrap();
+            assert_eq!(url.host(), Some(Host::Ipv4([127, 0, 0, 1].into())), "{spelling}");
+        }
+        let url = Url::parse("https://[::ffff:7f00:1]/").unwrap();
+        assert_eq!(url.host(), Some(Host::Ipv6("::ffff:127.0.0.1".parse().unwrap())));
+    }
+
+    #[tokio::test]
+    async fn loopback_in_any_spelling_is_refused_before_connecting() {
+        let ok = response("200 OK", "", "ok");
+        let v4 = Receiver::start(ok.clone()).await;
+        let port = v4.port();
+        // Listen on every loopback address a spelling could reach, so a leak would be counted.
+        let second =
+            Receiver::bind(SocketAddr::from(([127, 0, 0, 2], port)), ok.clone(), Duration::ZERO).await.unwrap();
+        let v6 = Receiver::bind(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)), ok, Duration::ZERO).await.ok();
+        let client = client(AddressPolicy::global_only());
+
+        for host in
+            ["127.0.0.1", "127.0.0.2", "0x7f000001", "2130706433", "127.1", "[::ffff:127.0.0.1]", "[::1]", "localhost"]
+        {
+            let outcome = post(&client, &format!("http://{host}:{port}/hook?token=QUERY-SECRET")).await;
+            assert!(matches!(outcome.error, Some(DeliveryErrorKind::Blocked(_))), "{host}: {outcome:?}");
+            assert_eq!(outcome.status, None, "{host}");
+            assert!(!outcome.succeeded());
+            let message = outcome.error.map(|error| error.to_string()).unwrap_or_default();
+            assert!(!message.contains("SECRET"), "{host}: {message}");
+        }
+
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(v4.accepts() + second.accepts() + v6.map_or(0, |v6| v6.accepts()), 0);
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_only_to_loopback_is_reported_as_blocked_with_its_host() {
+        let client = client(AddressPolicy::global_only());
+
+        let outcome = post(&client, "http://localhost:9/hook").await;
+
+        assert_eq!(
+            outcome.error,
+            Some(DeliveryErrorKind::Blocked("localhost resolves only to non-public addresses".to_owned()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_2xx_is_success_and_its_body_is_kept() {
+        let receiver = Receiver::start(response("200 OK", "", "thanks")).await;
+        let client = client(loopback_allowed());
+
+        let outcome = post(&client, &receiver.url()).await;
+
+        assert!(outcome.succeeded(), "{outcome:?}");
+        assert_eq!(outcome.status, Some(200));
+        assert_eq!(outcome.error, None);
+        assert_eq!(outcome.response_head.as_deref(), Some("thanks"));
+        assert_eq!(outcome.retry_after, None);
+        assert_eq!(receiver.requests(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_allowed_name_is_resolved_and_delivered_to() {
+        let receiver = Receiver::start(response("204 No Content", "", "")).await;
+        let client = client(loopback_allowed());
+
+        let outcome = post(&client, &format!("http://localhost:{}/hook", receiver.port())).await;
+
+        assert!(outcome.succeeded(), "{outcome:?}");
+        assert_eq!(outcome.response_head, None);
+    }
+
+    #[tokio::test]
+    async fn a_500_is_a_failure_that_keeps_its_status() {
+        let receiver = Receiver::start(response("500 Internal Server Error", "", "boom")).await;
+        let client = client(loopback_allowed());
+
+        let outcome = post(&client, &receiver.url()).await;
+
+        assert!(!outcome.succeeded());
+        assert_eq!(outcome.status, Some(500));
+        assert_eq!(outcome.error, None);
+        assert_eq!(outcome.response_head.as_deref(), Some("boom"));
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_and_counts_as_a_failure() {
+        let target = Receiver::start(response("200 OK", "", "ok")).await;
+        let redirecting = Receiver::start(response("302 Found", &format!("Location: {}\r\n", target.url()), "")).await;
+        let client = client(loopback_allowed());
+
+        let outcome = post(&client, &redirecting.url()).await;
+
+        assert_eq!(outcome.status, Some(302));
+        assert!(!outcome.succeeded());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(target.accepts(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_receiver_slower_than_the_timeout_gives_timeout() {
+        let receiver = Receiver::start_with_delay(response("200 OK", "", "late"), Duration::from_secs(3)).await;
+        let client = client_with_timeout(loopback_allowed(), Duration::from_millis(300));
+
+        let outcome = post(&client, &receiver.url()).await;
+
+        assert_eq!(outcome.error, Some(DeliveryErrorKind::Timeout));
+        assert_eq!(outcome.status, None);
+        assert!(outcome.duration >= Duration::from_millis(300), "{outcome:?}");
+        assert!(outcome.duration < Duration::from_secs(2), "{outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_gives_connect_without_the_query() {
+        let port = {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let client = client(loopback_allowed());
+
+        let outcome = post(&client, &format!("http://127.0.0.1:{port}/hook?token=QUERY-SECRET")).await;
+
+        assert!(matches!(outcome.error, Some(DeliveryErrorKind::Connect(_))), "{outcome:?}");
+        let message = outcome.error.map(|error| error.to_string()).unwrap_or_default();
+        assert!(message.starts_with("connection failed: 127.0.0.1: "), "{message}");
+        assert!(!message.contains("SECRET") && !message.contains("/hook"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn retry_after_in_seconds_is_reported() {
+        let receiver = Receiver::start(response("503 Service Unavailable", "Retry-After: 7\r\n", "")).await;
+        let client = client(loopback_allowed());
+
+        let outcome = post(&client, &receiver.url()).await;
+
+        assert_eq!(outcome.status, Some(503));
+        assert_eq!(outcome.retry_after, Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn retry_after_accepts_seconds_and_every_http_date_form() {
+        let now = Utc.with_ymd_and_hms(1994, 11, 6, 8, 49, 0).unwrap();
+
+        assert_eq!(parse_retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(Duration::from_secs(37)));
+        assert_eq!(parse_retry_after("Sunday, 06-Nov-94 08:49:37 GMT", now), Some(Duration::from_secs(37)));
+        assert_eq!(parse_retry_after("Sun Nov  6 08:49:37 1994", now), Some(Duration::from_secs(37)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("-5", now), None);
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("99999999999999999999999", now), None);
+    }
+
+    #[tokio::test]
+    async fn a_long_body_is_cut_to_one_kib() {
+        let body = "x".repeat(2048);
+        let receiver = Receiver::start(response("200 OK", "", &body)).await;
+        let client = client(loopback_allowed());
+
+        let outcome = post(&client, &receiver.url()).await;
+
+        assert_eq!(outcome.response_head.map(|head| head.len()), Some(RESPONSE_HEAD_BYTES));
+    }
+
+    #[tokio::test]
+    async fn sequential_posts_reuse_one_connection() {
+        let receiver = Receiver::start(response("200 OK", "", "ok")).await;
+        let client = client(loopback_allowed());
+
+        let first = post(&client, &receiver.url()).await;
+        // The finished connection returns to the pool on a background task; give it a moment,
+        // otherwise the second request may race it and dial anew.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = post(&client, &receiver.url()).await;
+
+        assert!(first.succeeded() && second.succeeded());
+        assert_eq!(receiver.requests(), 2);
+        assert_eq!(receiver.accepts(), 1);
+    }
+
+    #[test]
+    fn an_invalid_user_agent_is_refused() {
+        let result = DeliveryClient::new(Duration::from_secs(1), AddressPolicy::global_only(), "bad\nagent");
+        assert!(matches!(result, Err(DeliveryClientError::UserAgent(_))));
+    }
+
+    #[tokio::test]
+    async fn urls_that_are_not_http_are_refused_without_echoing_them() {
+        let client = client(loopback_allowed());
+
+        for url in ["file:///etc/passwd", "not a url?token=QUERY-SECRET", "gopher://127.0.0.1/"] {
+            let outcome = post(&client, url).await;
+            assert!(matches!(outcome.error, Some(DeliveryErrorKind::Other(_))), "{url}: {outcome:?}");
+            let message = outcome.error.map(|error| error.to_string()).unwrap_or_default();
+            assert!(!message.contains("SECRET") && !message.contains("passwd"), "{message}");
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! The sender against real HTTP receivers on 127.0.0.1: signatures, formats, retries,
+//! idempotence, isolation, the SSRF guard, auto-disable and dead letters (moto).
+
+use std::time::Duration;
+
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::{Sha256, Sha512};
+use uuid::Uuid;
+use webhooks::delivery::{CidrList, MessageOutcome, Sender};
+use webhooks::domain::DeliveryState;
+use webhooks::{Config, delivery};
+use webhooks_tests::{Received, Receiver, Reply, TestSender, moto};
+
+const SECRET: &str = "receiver-shared-secret";
+
+async fn create(sender: &TestSender, url: &str, event_types: &[&str], extra: Value) -> String {
+    let mut body = json!({"name": "hook", "url": url, "event_types": event_types, "secret_token": SECRET});
+    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+        body.extend(extra);
+    }
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("/webhooks")
+        .header("content-type", "application/json")
+        .body(lambda_http::Body::from(body.to_string()))
+        .expect("request");
+    let response = webhooks::api::route(&sender.app, request).await;
+    let created: Value = serde_json::from_slice(response.body().as_ref()).expect("json");
+    assert_eq!(response.status(), 201, "{created}");
+    created["webhook_id"].as_str().expect("id").to_owned()
+}
+
+fn ping_event(event_id: Uuid) -> String {
+    json!({"event_type": "ping", "event": {"ping_id": Uuid::new_v4()}, "event_id": event_id}).to_string()
+}
+
+/// Verifies both signatures the way a receiver would: recomputed here from the received
+/// bytes with the HMAC primitives, not with the code under test.
+fn assert_signed(received: &Received, secret: &str) {
+    assert_digest(received, secret);
+    assert_standard_signature(received, secret);
+}
+
+fn assert_digest(received: &Received, secret: &str) {
+    let mut sha512 = Hmac::<Sha512>::new_from_slice(secret.as_bytes()).expect("key");
+    sha512.update(&received.body);
+    let expected_digest = hex::encode(sha512.finalize().into_bytes());
+    assert_eq!(received.header("x-onefuzz-digest"), Some(expected_digest.as_str()));
+}
+
+fn assert_standard_signature(received: &Received, secret: &str) {
+    let id = received.header("webhook-id").expect("webhook-id");
+    let timestamp = received.header("webhook-timestamp").expect("webhook-timestamp");
+    let mut sha256 = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    sha256.update(format!("{id}.{timestamp}.").as_bytes());
+    sha256.update(&received.body);
+    let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(sha256.finalize().into_bytes()));
+    let header = received.header("webhook-signature").expect("webhook-signature");
+    assert!(header.split(' ').any(|s| s == expected), "{header} lacks {expected}");
+    let sent_at: i64 = timestamp.parse().expect("unix seconds");
+    assert!((chrono::Utc::now().timestamp() - sent_at).abs() < 60);
+}
+
+#[tokio::test]
+async fn a_delivery_carries_signatures_the_receiver_can_verify() {
+    let receiver = Receiver::ok().await;
+    let sender = TestSender::new();
+    let webhook_id = create(&sender, &receiver.url(), &["ping"], json!({})).await;
+    let event_id = Uuid::new_v4();
+
+    let outcome = sender.handle(&ping_event(event_id)).await;
+
+    assert!(matches!(outcome, MessageOutcome::Done(ref t) if t.delivered == 1), "{outcome:?}");
+    let received = receiver.received();
+    assert_eq!(received.len(), 1);
+    assert_signed(&received[0], SECRET);
+    assert_eq!(received[0].header("content-type"), Some("application/json"));
+    assert!(received[0].header("user-agent").expect("user agent").starts_with("onefuzz-webhook "));
+    assert_eq!(received[0].header("webhook-id"), Some(event_id.to_string().as_str()));
+    let body = received[0].json();
+    assert_eq!(body["webhook_id"], webhook_id.as_str());
+    assert_eq!(body["event_id"], event_id.to_string());
+    assert_eq!(sender.log(&webhook_id, event_id).await.state, DeliveryState::Succeeded);
+}
+
+#[tokio::test]
+async fn every_example_event_is_delivered_in_every_format_and_parses_back() {
+    let examples: serde_json::Map<String, Value> =
+        serde_json::from_str(include_str!("data/event-examples.json")).expect("examples");
+    let receiver = Receiver::ok().await;
+    let sender = TestSender::new();
+    let all_types: Vec<&str> = examples.keys().filter(|k| !k.starts_with('_')).map(String::as_str).collect();
+    assert_eq!(all_types.len(), 28);
+    for format in ["onefuzz", "event_grid", "cloud_events"] {
+        create(&sender, &receiver.url(), &all_types, json!({"message_format": format})).await;
+    }
+
+    for event_type in &all_types {
+        let message = json!({"event_type": event_type, "event": examples[*event_type]});
+        let outcome = sender.handle(&message.to_string()).await;
+        assert!(matches!(outcome, MessageOutcome::Done(ref t) if t.delivered == 3), "{event_type}: {outcome:?}");
+    }
+
+    let received = receiver.received();
+    assert_eq!(received.len(), 28 * 3);
+    for delivery in &received {
+        assert_signed(delivery, SECRET);
+        let body = delivery.json();
+        let (event_type, data) = if let Some(array) = body.as_array() {
+            assert_eq!(array.len(), 1);
+            assert_eq!(array[0]["dataVersion"], "1.0.0");
+            (array[0]["eventType"].as_str().expect("eventType"), &array[0]["data"])
+        } else if body.get("specversion").is_some() {
+            assert_eq!(delivery.header("content-type"), Some("application/cloudevents+json"));
+            (body["type"].as_str().expect("type"), &body["data"])
+        } else {
+            (body["event_type"].as_str().expect("event_type"), &body["event"])
+        };
+        assert_eq!(data, &examples[event_type], "{event_type}");
+    }
+}
+
+#[tokio::test]
+async fn a_500_then_a_200_is_one_success_after_a_retry() {
+    let receiver = Receiver::start(vec![Reply::status(500).with_body("boom")]).await;
+    let sender = TestSender::new();
+    let webhook_id = create(&sender, &receiver.url(), &["ping"], json!({})).await;
+    let event_id = Uuid::new_v4();
+
+    sender.handle(&ping_event(event_id)).await;
+    let after_failure = sender.log(&webhook_id, event_id).await;
+    sender.pump().await;
+    let after_retry = sender.log(&webhook_id, event_id).await;
+
+    assert_eq!(after_failure.state, DeliveryState::Retrying);
+    assert_eq!(after_failure.attempts[0].status_code, Some(500));
+    assert_eq!(after_failure.attempts[0].response_head.as_deref(), Some("boom"));
+    assert!(after_failure.next_attempt_at.is_some());
+    assert_eq!(after_retry.state, DeliveryState::Succeeded);
+    assert_eq!(after_retry.try_count, 2);
+    assert_eq!(receiver.received().len(), 2);
+    let ids: Vec<_> = receiver.received().iter().map(|r| r.header("webhook-id").map(str::to_owned)).collect();
+    assert_eq!(ids[0], ids[1], "a retry keeps the event id");
+}
+
+#[tokio::test]
+async fn timeouts_refused_connections_and_redirects_are_failures() {
+    let slow = Receiver::start(vec![Reply::status(200).after(Duration::from_secs(3))]).await;
+    let redirect = Receiver::start(vec![Reply::status(302).with_header("location", "http://127.0.0.1:9/")]).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_url = format!("http://{}/hook", closed.local_addr().expect("addr"));
+    drop(closed);
+    let config = Config { retry_schedule: vec![], delivery_timeout: Duration::from_millis(500), ..Config::default() };
+    let sender = TestSender::with(config, CidrList::loopback());
+    let slow_id = create(&sender, &slow.url(), &["ping"], json!({})).await;
+    let redirect_id = create(&sender, &redirect.url(), &["ping"], json!({})).await;
+    let closed_id = create(&sender, &closed_url, &["ping"], json!({})).await;
+    let event_id = Uuid::new_v4();
+
+    sender.handle(&ping_event(event_id)).await;
+
+    let slow_log = sender.log(&slow_id, event_id).await;
+    let redirect_log = sender.log(&redirect_id, event_id).await;
+    let closed_log = sender.log(&closed_id, event_id).await;
+    assert_eq!(slow_log.state, DeliveryState::Failed);
+    assert_eq!(slow_log.attempts[0].error.as_deref(), Some("timed out"));
+    assert_eq!(redirect_log.state, DeliveryState::Failed);
+    assert_eq!(redirect_log.attempts[0].status_code, Some(302));
+    assert!(closed_log.attempts[0].error.as_deref().expect("error").starts_with("connection failed"));
+}
+
+#[tokio::test]
+async fn retry_after_on_a_503_sets_the_next_attempt_within_one_to_two_steps() {
+    let receiver = Receiver::start(vec![Reply::status(503).with_header("retry-after", "7")]).await;
+    let config = Config { retry_schedule: vec![Duration::from_secs(5)], ..Config::default() };
+    let sender = TestSender::with(config, CidrList::loopback());
+    let webhook_id = create(&sender, &receiver.url(), &["ping"], json!({})).await;
+    let event_id = Uuid::new_v4();
+
+    sender.handle(&ping_event(event_id)).await;
+
+    let entry = sender.log(&webhook_id, event_id).await;
+    let wait = (entry.next_attempt_at.expect("next attempt") - entry.attempts[0].at).num_milliseconds();
+    assert!((6_900..=7_100).contains(&wait), "{wait} ms");
+    let queued = sender.queue.take();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].1, Duration::from_secs(7));
+}
+
+#[tokio::test]
+async fn a_wait_past_the_queue_delay_cap_hops_through_the_queue() {
+    let receiver = Receiver::start(vec![Reply::status(500)]).await;
+    let config = Config { retry_schedule: vec![Duration::from_secs(2 * 3600)], ..Config::default() };
+    let sender = TestSender::with(config, CidrList::loopback());
+    let webhook_id = create(&sender, &receiver.url(), &["ping"], json!({})).await;
+    let event_id = Uuid::new_v4();
+
+    sender.handle(&ping_event(event_id)).await;
+    let first_hop = sender.queue.take();
+    sender.handle(&first_hop[0].0).await;
+    let second_hop = sender.queue.take();
+
+    assert_eq!(first_hop[0].1, Duration::from_secs(15 * 60), "capped at SQS's 15 minutes");
+    assert_eq!(second_hop.len(), 1, "an early retry re-queues itself");
+    assert!(second_hop[0].1 > Duration::from_secs(14 * 60));
+    assert_eq!(receiver.received().len(), 1, "no attempt before its time");
+    assert_eq!(sender.log(&webhook_id, event_id).await.try_count, 1);
+}
+
+#[tokio::test]
+async fn an_exhausted_delivery_fails_and_a_redelivery_succeeds() {
+    let receiver = Receiver::start(vec![Reply::status(500), Reply::status(500), Reply::status(500), Reply::status(500)]).await;
+    let sender = TestSender::new();
+    let webhook_id = create(&sender, &receiver.url(), &["ping"], json!({})).await;
+    let event_id = Uuid::new_v4();
+
+    sender.handle(&ping_event(event_id)).await;
+    sender.pump().await;
+    let exhausted = sender.log(&webhook_id, event_id).await;
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("/webhooks/{webhook_id}/logs/{event_id}/redeliver"))
+        .body(lambda_http::Body::Empty)
+        .expect("request");
+    let response = webhooks::api::route(&sender.app, request).await;
+    sender.pump().await;
+    let redelivered = sender.log(&webhook_id, event_id).await;
+
+    assert_eq!(exhausted.state, DeliveryState::Failed);
+    assert_eq!(exhausted.try_count, 4, "1 attempt + 3 retries");
+    assert_eq!(response.status(), 202);
+    assert_eq!(redelivered.state, DeliveryState::Succeeded);
+    assert_eq!(redelivered.try_count, 5);
+    assert_eq!(receiver.received().len(), 5);
+}
+
+#[tokio::test]
+async fn the_same_message_processed_twice_is_delivered_once() {
+    let receiver = Receiver::ok().await;
+    let sender = TestSender::new();
+    create(&sender, &receiver.url(), &["ping"], json!({})).await;
+    let body = json!({"event_type": "ping", "event": {"ping_id": Uuid::new_v4()}}).to_string();
+
+    let first = sender.sender.handle_message(&body, "sqs-message-1").await;
+    let second = sender.sender.handle_message(&body, "sqs-message-1").await;
+
+    assert!(matches!(first, MessageOutcome::Done(ref t) if t.delivered == 1), "{first:?}");
+    assert!(matches!(second, MessageOutcome::Done(ref t) if t.delivered == 0 && t.skipped == 1), "{second:?}");
+    assert_eq!(receiver.received().len(), 1);
+}
+
+#[tokio::test]
+async fn a_failing_webhook_never_causes_resends_to_another() {
+    let failing = Receiver::start(vec![Reply::status(500), Reply::status(500)]).await;
+    let healthy = Receiver::ok().await;
+    let sender = TestSender::new();
+    create(&sender, &failing.url(), &["ping"], json!({})).await;
+    create(&sender, &healthy.url(), &["ping"], json!({})).await;
+    let body = ping_event(Uuid::new_v4());
+
+    sender.sender.handle_message(&body, "m").await;
+    sender.pump().await;
+    sender.sender.handle_message(&body, "m").await;
+
+    assert_eq!(failing.received().len(), 3);
+    assert_eq!(healthy.received().len(), 1);
+}
+
+#[tokio::test]
+async fn disabled_webhooks_are_skipped_and_410_gone_disables() {
+    let gone = Receiver::start(vec![Reply::status(410)]).await;
+    let sender = TestSender::new();
+    let webhook_id = create(&sender, &gone.url(), &["ping"], json!({})).await;
+
+    sender.handle(&ping_event(Uuid::new_v4())).await;
+    sender.handle(&ping_event(Uuid::new_v4())).await;
+    let request = http::Request::builder().uri(format!("/webhooks/{webhook_id}")).body(lambda_http::Body::Empty).expect("request");
+    let got: Value = serde_json::from_slice(webhooks::api::route(&sender.app, request).await.body().as_ref()).expect("json");
+
+    assert_eq!(gone.received().len(), 1, "no delivery after it was disabled");
+    assert_eq!(got["state"], "disabled");
+    assert!(got["disabled_reason"].as_str().expect("reason").contains("410"));
+    let enable = http::Request::builder()
+        .method("PATCH")
+        .uri(format!("/webhooks/{webhook_id}"))
+        .body(lambda_http::Body::from(json!({"state": "enabled"}).to_string()))
+        .expect("request");
+    assert_eq!(webhooks::api::route(&sender.app, enable).await.status(), 200);
+    sender.handle(&ping_event(Uuid::new_v4())).await;
+    assert_eq!(gone.received().len(), 2, "re-enabled by PATCH");
+}
+
+#[tokio::test]
+async fn a_webhook_failing_for_the_whole_window_is_disabled() {
+    let receiver = Receiver::start(vec![Reply::status(500), Reply::status(500)]).await;
+    let config = Config { retry_schedule: vec![], auto_disable_after: chrono::Duration::zero(), ..Config::default() };
+    let sender = TestSender::with(config, CidrList::loopback());
+    let webhook_id = create(&sender, &receiver.url(), &["ping"], json!({})).await;
+
+    sender.handle(&ping_event(Uuid::new_v4())).await;
+    sender.handle(&ping_event(Uuid::new_v4())).await;
+
+    let id = webhooks::domain::WebhookId::parse(&webhook_id, "id").expect("id");
+    let webhook = sender.store.get_webhook(id).await.expect("get").expect("webhook");
+    assert_eq!(webhook.state, webhooks::domain::WebhookState::Disabled);
+    assert!(webhook.disabled_reason.expect("reason").starts_with("every delivery failed since"));
+}
+
+#[tokio::test]
+async fn a_rotated_secret_keeps_signing_during_its_grace_window() {
+    let receiver = Receiver::ok().await;
+    let sender = TestSender::new();
+    let webhook_id = create(&sender, &receiver.url(), &["ping"], json!({})).await;
+    let rotate = http::Request::builder()
+        .method("PATCH")
+        .uri(format!("/webhooks/{webhook_id}"))
+        .body(lambda_http::Body::from(json!({"secret_token": "the-new-secret"}).to_string()))
+        .expect("request");
+    assert_eq!(webhooks::api::route(&sender.app, rotate).await.status(), 200);
+
+    sender.handle(&ping_event(Uuid::new_v4())).await;
+
+    let received = &receiver.received()[0];
+    assert_eq!(received.header("webhook-signature").expect("signature").split(' ').count(), 2);
+    assert_standard_signature(received, SECRET);
+    assert_signed(received, "the-new-secret");
+}
+
+#[tokio::test]
+async fn with_loopback_not_allowed_every_spelling_of_it_is_refused_before_connecting() {
+    let receiver = Receiver::ok().await;
+    let port = receiver.addr.port();
+    let sender = TestSender::with(Config::default(), CidrList::default());
+    let urls = [
+        format!("http://127.0.0.2:{port}/"),
+        format!("http://0x7f000001:{port}/"),
+        format!("http://2130706433:{port}/"),
+        format!("http://[::ffff:127.0.0.1]:{port}/"),
+        format!("http://[::1]:{port}/"),
+        format!("http://localhost:{port}/"),
+    ];
+    let mut ids = Vec::new();
+    for url in &urls {
+        ids.push(create(&sender, url, &["ping"], json!({})).await);
+    }
+    let event_id = Uuid::new_v4();
+
+    sender.handle(&ping_event(event_id)).await;
+
+    for (url, id) in urls.iter().zip(&ids) {
+        let entry = sender.log(id, event_id).await;
+        let error = entry.attempts[0].error.clone().unwrap_or_default();
+        assert!(error.starts_with("blocked"), "{url}: {error}");
+    }
+    assert_eq!(receiver.connections(), 0, "no connection was attempted");
+}
+
+#[tokio::test]
+async fn a_batch_of_ten_events_to_ten_slow_receivers_runs_concurrently() {
+    let sender = TestSender::new();
+    let mut receivers = Vec::new();
+    for _ in 0..10 {
+        let receiver = Receiver::start((0..10).map(|_| Reply::status(200).after(Duration::from_millis(100))).collect()).await;
+        create(&sender, &receiver.url(), &["ping"], json!({})).await;
+        receivers.push(receiver);
+    }
+    let records: Vec<SqsMessage> = (0..10)
+        .map(|i| {
+            let mut message = SqsMessage::default();
+            message.message_id = Some(format!("m-{i}"));
+            message.body = Some(ping_event(Uuid::new_v4()));
+            message
+        })
+        .collect();
+    let mut event = SqsEvent::default();
+    event.records = records;
+
+    let started = std::time::Instant::now();
+    let response = delivery::handle_sqs_event(&sender.sender, event).await.expect("batch");
+    let elapsed = started.elapsed();
+
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(receivers.iter().map(|r| r.received().len()).sum::<usize>(), 100);
+    // Sequential would take 10 s; this only shows the deliveries overlap (the benchmark measures).
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+}
+
+// --- with moto: SQS, the dead-letter queue and DynamoDB ---
+
+#[tokio::test]
+async fn an_invalid_event_lands_on_the_dead_letter_queue_and_a_valid_one_in_the_same_batch_is_delivered() {
+    let receiver = Receiver::ok().await;
+    let (store, _table) = moto::dynamo_store().await;
+    let events_url = moto::queue("events").await;
+    let dlq_url = moto::queue("dlq").await;
+    let sqs = aws_sdk_sqs::Client::new(&moto::sdk_config());
+    let store: std::sync::Arc<dyn webhooks::store::Store> = std::sync::Arc::new(store);
+    let queue = std::sync::Arc::new(webhooks::queue::SqsQueue::new(sqs.clone(), events_url.clone()));
+    let dead_letters = std::sync::Arc::new(webhooks::queue::SqsDeadLetters::new(sqs.clone(), dlq_url.clone()));
+    let config = std::sync::Arc::new(Config::default());
+    let sender = Sender::new(store.clone(), queue.clone(), dead_letters, config.clone(), &CidrList::loopback()).expect("sender");
+    let app = webhooks::App { store, queue: queue.clone(), config };
+    let new = webhooks::manage::NewWebhook {
+        name: webhooks::domain::WebhookName::parse("hook").expect("name"),
+        url: webhooks::domain::WebhookUrl::parse(&receiver.url(), false).expect("url"),
+        event_types: vec![webhooks::events::EventType::Ping],
+        secret_token: Some(webhooks::domain::SecretToken::parse(SECRET).expect("secret")),
+        message_format: None,
+    };
+    let webhook = app.create_webhook(new).await.expect("create");
+    for body in [ping_event(Uuid::new_v4()), json!({"event_type": "tsk_created", "event": {}}).to_string()] {
+        sqs.send_message().queue_url(&events_url).message_body(body).send().await.expect("send");
+    }
+    let mut event = SqsEvent::default();
+    for (id, body, _) in moto::drain(&events_url).await {
+        let mut message = SqsMessage::default();
+        message.message_id = Some(id);
+        message.body = Some(body);
+        event.records.push(message);
+    }
+    assert_eq!(event.records.len(), 2);
+
+    let response = delivery::handle_sqs_event(&sender, event).await.expect("batch");
+
+    assert!(response.batch_item_failures.is_empty(), "the invalid one is handled by dead-lettering it");
+    let received = receiver.received();
+    assert_eq!(received.len(), 1);
+    assert_signed(&received[0], SECRET);
+    let dead = moto::drain(&dlq_url).await;
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].1.contains("tsk_created"));
+    assert_eq!(dead[0].2.as_deref(), Some("unknown event type: tsk_created (did you mean task_created?)"));
+    let logs = app.list_logs(webhook.webhook_id, None, webhooks::store::PageRequest { limit: 10, cursor: None }).await.expect("logs");
+    assert_eq!(logs.items.len(), 1);
+    assert_eq!(logs.items[0].state, DeliveryState::Succeeded);
+}
+
+#[tokio::test]
+async fn a_retry_goes_through_moto_sqs_and_succeeds_on_dynamodb() {
+    let receiver = Receiver::start(vec![Reply::status(500)]).await;
+    let (store, _table) = moto::dynamo_store().await;
+    let events_url = moto::queue("events").await;
+    let sqs = aws_sdk_sqs::Client::new(&moto::sdk_config());
+    let store: std::sync::Arc<dyn webhooks::store::Store> = std::sync::Arc::new(store);
+    let queue = std::sync::Arc::new(webhooks::queue::SqsQueue::new(sqs.clone(), events_url.clone()));
+    let dead_letters = std::sync::Arc::new(webhooks_tests::RecordingDeadLetters::default());
+    let config = std::sync::Arc::new(Config { retry_schedule: vec![Duration::ZERO], ..Config::default() });
+    let sender = Sender::new(store.clone(), queue.clone(), dead_letters, config.clone(), &CidrList::loopback()).expect("sender");
+    let app = webhooks::App { store, queue, config };
+    let new = webhooks::manage::NewWebhook {
+        name: webhooks::domain::WebhookName::parse("hook").expect("name"),
+        url: webhooks::domain::WebhookUrl::parse(&receiver.url(), false).expect("url"),
+        event_types: vec![webhooks::events::EventType::Ping],
+        secret_token: None,
+        message_format: None,
+    };
+    let webhook = app.create_webhook(new).await.expect("create");
+    let event_id = Uuid::new_v4();
+
+    sender.handle_message(&ping_event(event_id), "first").await;
+    let retries = moto::drain(&events_url).await;
+    assert_eq!(retries.len(), 1, "the retry task is on the queue");
+    let retry: Value = serde_json::from_str(&retries[0].1).expect("task");
+    sender.handle_message(&retries[0].1, &retries[0].0).await;
+    sender.handle_message(&retries[0].1, &retries[0].0).await;
+
+    assert_eq!(retry["kind"], "deliver");
+    assert_eq!(retry["reason"], "retry");
+    assert_eq!(retry["attempt"], 2);
+    let entry = app.store.get_delivery(webhook.webhook_id, event_id).await.expect("get").expect("entry");
+    assert_eq!(entry.state, DeliveryState::Succeeded);
+    assert_eq!(entry.try_count, 2);
+    assert_eq!(receiver.received().len(), 2, "the duplicate retry task sent nothing");
+}

@@ -1,0 +1,132 @@
+//! A real HTTP receiver on 127.0.0.1 that records every request and answers from a script.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// One request as the receiver got it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("the body is JSON")
+    }
+}
+
+/// How to answer one request.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub delay: Duration,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Self {
+        Self { status, headers: Vec::new(), delay: Duration::ZERO, body: String::new() }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    pub fn with_body(mut self, body: impl Into<String>) -> Self {
+        self.body = body.into();
+        self
+    }
+}
+
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<VecDeque<Reply>>>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Receiver {
+    /// Answers with `script` in order, then 200 to everything.
+    pub async fn start(script: Vec<Reply>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let addr = listener.local_addr().expect("receiver address");
+        let receiver = Self {
+            addr,
+            received: Arc::default(),
+            script: Arc::new(Mutex::new(script.into())),
+            connections: Arc::default(),
+        };
+        let serving = receiver.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                serving.connections.fetch_add(1, Ordering::SeqCst);
+                let per_connection = serving.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        let receiver = per_connection.clone();
+                        async move { Ok::<_, Infallible>(receiver.answer(request).await) }
+                    });
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        receiver
+    }
+
+    pub async fn ok() -> Self {
+        Self::start(Vec::new()).await
+    }
+
+    async fn answer(&self, request: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
+        let (parts, body) = request.into_parts();
+        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let reply = self.script.lock().expect("script").pop_front().unwrap_or(Reply::status(200));
+        self.received.lock().expect("received").push(Received { path: parts.uri.path().to_owned(), headers: parts.headers, body });
+        tokio::time::sleep(reply.delay).await;
+        let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+        *response.status_mut() = StatusCode::from_u16(reply.status).expect("status");
+        for (name, value) in reply.headers {
+            response.headers_mut().insert(name, value.parse().expect("header value"));
+        }
+        response
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("received").clone()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}

@@ -7,6 +7,27 @@ use super::request::route_segments;
 use super::{ApiError, Surface, handlers, run};
 use crate::App;
 
+/// Every route the service serves, as (method, path template): the OpenAPI document and the
+/// SAM template are checked against this list.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/webhooks"),
+    ("GET", "/webhooks"),
+    ("GET", "/webhooks/{id}"),
+    ("PATCH", "/webhooks/{id}"),
+    ("DELETE", "/webhooks/{id}"),
+    ("POST", "/webhooks/{id}/ping"),
+    ("GET", "/webhooks/{id}/logs"),
+    ("POST", "/webhooks/{id}/logs/{event_id}/redeliver"),
+    ("POST", "/webhooks/{id}/recover"),
+    ("POST", "/events"),
+    ("POST", "/api/webhooks"),
+    ("GET", "/api/webhooks"),
+    ("PATCH", "/api/webhooks"),
+    ("DELETE", "/api/webhooks"),
+    ("POST", "/api/webhooks/ping"),
+    ("POST", "/api/webhooks/logs"),
+];
+
 pub async fn route(app: &App, request: Request) -> Response<Body> {
     let segments = route_segments(&request);
     let path: Vec<&str> = segments.iter().map(String::as_str).collect();

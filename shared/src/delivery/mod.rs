@@ -6,6 +6,7 @@ mod batch;
 mod cidr;
 mod client;
 mod envelope;
+mod local_worker;
 mod retry;
 mod sender;
 
@@ -13,6 +14,7 @@ pub use address::{AddressPolicy, is_global};
 pub use cidr::{Cidr, CidrList, canonical};
 pub use client::{AttemptOutcome, DeliveryClient, DeliveryClientError, DeliveryErrorKind, RESPONSE_HEAD_BYTES};
 pub use batch::{emit_metrics, handle_sqs_event};
+pub use local_worker::LocalWorker;
 pub use envelope::{SignedRequest, USER_AGENT, body, signed_request};
 pub use retry::RetryPolicy;
 pub use sender::{MessageOutcome, Sender, Tally, Transient};

@@ -79,16 +79,6 @@ impl EmbeddedStore {
             .lock()
             .map_err(|_| StoreError::Backend("store lock poisoned".into()))
     }
-
-    /// Drops log entries past their expiry; DynamoDB does this itself through TTL.
-    pub fn purge_expired(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.lock()?
-            .execute(
-                "DELETE FROM deliveries WHERE expires_at < ?1",
-                params![now.timestamp()],
-            )
-            .map_err(StoreError::backend)
-    }
 }
 
 fn db(err: rusqlite::Error) -> StoreError {

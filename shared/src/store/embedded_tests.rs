@@ -57,7 +57,7 @@ async fn expired_log_entries_are_purged() {
     store.insert_delivery(&old).await.expect("insert");
     store.insert_delivery(&fresh).await.expect("insert");
 
-    let purged = store.purge_expired(Utc::now()).expect("purge");
+    let purged = store.purge_expired(Utc::now()).await.expect("purge");
 
     assert_eq!(purged, 1);
     assert!(

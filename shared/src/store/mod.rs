@@ -130,4 +130,9 @@ pub trait Store: Send + Sync {
     async fn next_task_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 
     async fn delete_task(&self, task_id: Uuid) -> Result<(), StoreError>;
+
+    /// Forgets log entries past their `expires_at`. DynamoDB does this itself through TTL.
+    async fn purge_expired(&self, _now: DateTime<Utc>) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }

@@ -158,6 +158,9 @@ impl DeliveryClient {
             // A proxy from the environment would make the resolver judge the proxy, not the
             // receiver, and let the proxy reach whatever the receiver's name points to.
             .no_proxy()
+            // OneFuzz receivers were written against `X-Onefuzz-Digest` as sent by Python
+            // requests; some look headers up case-sensitively, so send names title-cased.
+            .http1_title_case_headers()
             .dns_resolver(GuardedResolver { policy: Arc::clone(&policy) })
             .build()
             .map_err(DeliveryClientError::Build)?;

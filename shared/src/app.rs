@@ -24,11 +24,7 @@ pub enum Needs {
 
 impl App {
     pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, config: Config) -> Self {
-        Self {
-            store,
-            queue,
-            config: Arc::new(config),
-        }
+        Self { store, queue, config: Arc::new(config) }
     }
 
     /// The AWS wiring: DynamoDB store and SQS queue from the environment (SPEC §8).

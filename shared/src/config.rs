@@ -30,6 +30,8 @@ pub struct Config {
     pub instance_id: Uuid,
     pub https_only: bool,
     pub allowed_target_cidrs: CidrList,
+    /// Deliver only to `allowed_target_cidrs`, never to public addresses.
+    pub deny_public_targets: bool,
     pub delivery_timeout: Duration,
     /// Waits before attempts 2, 3, ...; its length + 1 is the number of attempts.
     pub retry_schedule: Vec<Duration>,
@@ -56,11 +58,7 @@ impl Config {
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let instance_name = get("INSTANCE_NAME").unwrap_or_else(|| "webhooks".to_owned());
         let instance_id = match get("INSTANCE_ID") {
             Some(id) => Uuid::parse_str(&id).map_err(|e| invalid("INSTANCE_ID", e))?,
@@ -71,16 +69,8 @@ impl Config {
                 .split(',')
                 .map(|s| s.trim().parse::<u64>().map(Duration::from_secs))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| {
-                    invalid(
-                        "RETRY_SCHEDULE",
-                        format!("comma-separated seconds expected ({e})"),
-                    )
-                })?,
-            None => DEFAULT_RETRY_SCHEDULE_SECS
-                .iter()
-                .map(|s| Duration::from_secs(*s))
-                .collect(),
+                .map_err(|e| invalid("RETRY_SCHEDULE", format!("comma-separated seconds expected ({e})")))?,
+            None => DEFAULT_RETRY_SCHEDULE_SECS.iter().map(|s| Duration::from_secs(*s)).collect(),
         };
         Ok(Self {
             table_name: get("TABLE_NAME"),
@@ -90,22 +80,13 @@ impl Config {
             instance_id,
             https_only: flag(get("HTTPS_ONLY"), "HTTPS_ONLY")?,
             allowed_target_cidrs: match get("ALLOWED_TARGET_CIDRS") {
-                Some(text) => text
-                    .parse()
-                    .map_err(|e| invalid("ALLOWED_TARGET_CIDRS", e))?,
+                Some(text) => text.parse().map_err(|e| invalid("ALLOWED_TARGET_CIDRS", e))?,
                 None => CidrList::default(),
             },
-            delivery_timeout: Duration::from_secs(number(
-                get("DELIVERY_TIMEOUT_SECS"),
-                "DELIVERY_TIMEOUT_SECS",
-                15,
-            )?),
+            deny_public_targets: flag(get("DENY_PUBLIC_TARGETS"), "DENY_PUBLIC_TARGETS")?,
+            delivery_timeout: Duration::from_secs(number(get("DELIVERY_TIMEOUT_SECS"), "DELIVERY_TIMEOUT_SECS", 15)?),
             retry_schedule,
-            log_retention: chrono::Duration::days(number(
-                get("LOG_RETENTION_DAYS"),
-                "LOG_RETENTION_DAYS",
-                7,
-            )? as i64),
+            log_retention: chrono::Duration::days(number(get("LOG_RETENTION_DAYS"), "LOG_RETENTION_DAYS", 7)? as i64),
             secret_rotation_grace: chrono::Duration::seconds(number(
                 get("SECRET_ROTATION_GRACE_SECS"),
                 "SECRET_ROTATION_GRACE_SECS",
@@ -116,72 +97,49 @@ impl Config {
                 "AUTO_DISABLE_AFTER_SECS",
                 5 * 24 * 3600,
             )? as i64),
-            delivery_concurrency: number(get("DELIVERY_CONCURRENCY"), "DELIVERY_CONCURRENCY", 32)?
-                .max(1) as usize,
+            delivery_concurrency: number(get("DELIVERY_CONCURRENCY"), "DELIVERY_CONCURRENCY", 32)?.max(1) as usize,
             api_token: match get("WEBHOOKS_API_TOKEN") {
-                Some(token) => Some(
-                    SecretToken::parse(&token)
-                        .map_err(|_| invalid("WEBHOOKS_API_TOKEN", "1-1024 characters"))?,
-                ),
+                Some(token) => {
+                    Some(SecretToken::parse(&token).map_err(|_| invalid("WEBHOOKS_API_TOKEN", "1-1024 characters"))?)
+                }
                 None => None,
             },
         })
     }
 
     pub fn require_table_name(&self) -> Result<&str, ConfigError> {
-        self.table_name
-            .as_deref()
-            .ok_or(ConfigError::Missing { name: "TABLE_NAME" })
+        self.table_name.as_deref().ok_or(ConfigError::Missing { name: "TABLE_NAME" })
     }
 
     pub fn require_events_queue_url(&self) -> Result<&str, ConfigError> {
-        self.events_queue_url
-            .as_deref()
-            .ok_or(ConfigError::Missing {
-                name: "EVENTS_QUEUE_URL",
-            })
+        self.events_queue_url.as_deref().ok_or(ConfigError::Missing { name: "EVENTS_QUEUE_URL" })
     }
 
     pub fn require_dead_letter_queue_url(&self) -> Result<&str, ConfigError> {
-        self.dead_letter_queue_url
-            .as_deref()
-            .ok_or(ConfigError::Missing {
-                name: "DEAD_LETTER_QUEUE_URL",
-            })
+        self.dead_letter_queue_url.as_deref().ok_or(ConfigError::Missing { name: "DEAD_LETTER_QUEUE_URL" })
     }
 
     pub fn ingest_defaults(&self) -> crate::events::IngestDefaults {
-        crate::events::IngestDefaults {
-            instance_id: self.instance_id,
-            instance_name: self.instance_name.clone(),
-        }
+        crate::events::IngestDefaults { instance_id: self.instance_id, instance_name: self.instance_name.clone() }
     }
 }
 
 fn invalid(name: &'static str, reason: impl std::fmt::Display) -> ConfigError {
-    ConfigError::Invalid {
-        name,
-        reason: reason.to_string(),
-    }
+    ConfigError::Invalid { name, reason: reason.to_string() }
 }
 
 fn flag(value: Option<String>, name: &'static str) -> Result<bool, ConfigError> {
     match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("0" | "false" | "no" | "off") => Ok(false),
         Some("1" | "true" | "yes" | "on") => Ok(true),
-        Some(other) => Err(invalid(
-            name,
-            format!("expected true or false, got {other:?}"),
-        )),
+        Some(other) => Err(invalid(name, format!("expected true or false, got {other:?}"))),
     }
 }
 
 fn number(value: Option<String>, name: &'static str, default: u64) -> Result<u64, ConfigError> {
     match value {
         None => Ok(default),
-        Some(text) => text
-            .parse()
-            .map_err(|_| invalid(name, format!("expected a whole number, got {text:?}"))),
+        Some(text) => text.parse().map_err(|_| invalid(name, format!("expected a whole number, got {text:?}"))),
     }
 }
 
@@ -190,16 +148,8 @@ mod tests {
     use super::*;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Config::from_lookup(move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        })
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
     }
 
     #[test]
@@ -207,10 +157,7 @@ mod tests {
         let config = config(&[]).unwrap();
 
         assert_eq!(config.instance_name, "webhooks");
-        assert_eq!(
-            config.instance_id,
-            Uuid::new_v5(&INSTANCE_NAMESPACE, b"webhooks")
-        );
+        assert_eq!(config.instance_id, Uuid::new_v5(&INSTANCE_NAMESPACE, b"webhooks"));
         assert_eq!(config.delivery_timeout, Duration::from_secs(15));
         assert_eq!(config.retry_schedule.len(), 7);
         assert_eq!(config.log_retention, chrono::Duration::days(7));
@@ -229,11 +176,7 @@ mod tests {
             assert!(err.starts_with(name), "{err}");
         }
         assert_eq!(
-            config(&[])
-                .unwrap()
-                .require_table_name()
-                .unwrap_err()
-                .to_string(),
+            config(&[]).unwrap().require_table_name().unwrap_err().to_string(),
             "TABLE_NAME is required but not set"
         );
     }

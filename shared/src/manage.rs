@@ -9,8 +9,8 @@ use uuid::Uuid;
 use crate::App;
 use crate::api::ApiError;
 use crate::domain::{
-    DeliveryLog, DeliveryState, EventEnvelope, MessageFormat, RotatedSecret, SecretToken, Webhook,
-    WebhookId, WebhookName, WebhookState, WebhookUrl,
+    DeliveryLog, DeliveryState, EventEnvelope, MessageFormat, RotatedSecret, SecretToken, Webhook, WebhookId,
+    WebhookName, WebhookState, WebhookUrl,
 };
 use crate::events::EventType;
 use crate::queue::{DeliverReason, DeliverTask, QueueMessage, QueueTask};
@@ -66,10 +66,7 @@ impl App {
     }
 
     pub async fn get_webhook(&self, id: WebhookId) -> Result<Webhook, ApiError> {
-        self.store
-            .get_webhook(id)
-            .await?
-            .ok_or(ApiError::WebhookNotFound)
+        self.store.get_webhook(id).await?.ok_or(ApiError::WebhookNotFound)
     }
 
     pub async fn list_webhooks(
@@ -85,10 +82,7 @@ impl App {
         let mut all = Vec::new();
         let mut cursor = None;
         loop {
-            let page = self
-                .store
-                .list_webhooks(None, PageRequest { limit: 100, cursor })
-                .await?;
+            let page = self.store.list_webhooks(None, PageRequest { limit: 100, cursor }).await?;
             all.extend(page.items);
             match page.next {
                 Some(next) => cursor = Some(next),
@@ -98,19 +92,10 @@ impl App {
     }
 
     /// Applies a patch, re-reading and retrying when a concurrent update won the race.
-    pub async fn update_webhook(
-        &self,
-        id: WebhookId,
-        patch: WebhookPatch,
-    ) -> Result<Webhook, ApiError> {
+    pub async fn update_webhook(&self, id: WebhookId, patch: WebhookPatch) -> Result<Webhook, ApiError> {
         for _ in 0..UPDATE_ATTEMPTS {
             let current = self.get_webhook(id).await?;
-            let updated = apply_patch(
-                current,
-                &patch,
-                Utc::now(),
-                self.config.secret_rotation_grace,
-            );
+            let updated = apply_patch(current, &patch, Utc::now(), self.config.secret_rotation_grace);
             match self.store.update_webhook(&updated).await {
                 Ok(()) => {
                     tracing::info!(webhook_id = %id, "webhook updated");
@@ -173,14 +158,8 @@ impl App {
             .store
             .get_delivery(id, event_id)
             .await?
-            .ok_or_else(|| {
-                ApiError::NotFound(format!("no delivery of event {event_id} to webhook {id}"))
-            })?;
-        let task = QueueTask::Deliver(DeliverTask::new(
-            id,
-            DeliverReason::Redeliver,
-            entry.envelope,
-        ));
+            .ok_or_else(|| ApiError::NotFound(format!("no delivery of event {event_id} to webhook {id}")))?;
+        let task = QueueTask::Deliver(DeliverTask::new(id, DeliverReason::Redeliver, entry.envelope));
         self.enqueue(QueueMessage::Task(task)).await?;
         tracing::info!(webhook_id = %id, %event_id, "redelivery queued");
         Ok(())
@@ -189,16 +168,9 @@ impl App {
     /// Queues every failed delivery created since `since` again; returns how many.
     pub async fn recover(&self, id: WebhookId, since: DateTime<Utc>) -> Result<usize, ApiError> {
         self.get_webhook(id).await?;
-        let failed = self
-            .store
-            .deliveries_since(id, DeliveryState::Failed, since)
-            .await?;
+        let failed = self.store.deliveries_since(id, DeliveryState::Failed, since).await?;
         for entry in &failed {
-            let task = QueueTask::Deliver(DeliverTask::new(
-                id,
-                DeliverReason::Redeliver,
-                entry.envelope.clone(),
-            ));
+            let task = QueueTask::Deliver(DeliverTask::new(id, DeliverReason::Redeliver, entry.envelope.clone()));
             self.enqueue(QueueMessage::Task(task)).await?;
         }
         tracing::info!(webhook_id = %id, count = failed.len(), "recovery queued");
@@ -217,12 +189,7 @@ impl App {
     }
 }
 
-fn apply_patch(
-    mut webhook: Webhook,
-    patch: &WebhookPatch,
-    now: DateTime<Utc>,
-    grace: chrono::Duration,
-) -> Webhook {
+fn apply_patch(mut webhook: Webhook, patch: &WebhookPatch, now: DateTime<Utc>, grace: chrono::Duration) -> Webhook {
     if let Some(name) = &patch.name {
         webhook.name = name.clone();
     }
@@ -238,10 +205,8 @@ fn apply_patch(
     if let Some(secret) = &patch.secret_token {
         if secret.as_ref() != webhook.secret_token.as_ref() {
             // The outgoing secret keeps signing for the grace window, so receivers can roll over.
-            webhook.rotated_secret = webhook.secret_token.take().map(|old| RotatedSecret {
-                secret_token: old,
-                expires_at: now + grace,
-            });
+            webhook.rotated_secret =
+                webhook.secret_token.take().map(|old| RotatedSecret { secret_token: old, expires_at: now + grace });
             webhook.secret_token = secret.clone();
         }
     }

@@ -31,12 +31,7 @@ fn standard_key(secret: &SecretToken) -> Vec<u8> {
 }
 
 /// One `v1,<base64>` Standard Webhooks signature over `{id}.{timestamp}.{body}`.
-pub fn standard_signature(
-    secret: &SecretToken,
-    msg_id: &str,
-    timestamp: i64,
-    body: &[u8],
-) -> String {
+pub fn standard_signature(secret: &SecretToken, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&standard_key(secret)) else {
         return String::new();
     };
@@ -49,39 +44,19 @@ pub fn standard_signature(
 }
 
 /// The `webhook-signature` header value: one space-separated signature per live secret.
-pub fn standard_signature_header(
-    secrets: &[&SecretToken],
-    msg_id: &str,
-    timestamp: i64,
-    body: &[u8],
-) -> String {
-    secrets
-        .iter()
-        .map(|secret| standard_signature(secret, msg_id, timestamp, body))
-        .collect::<Vec<_>>()
-        .join(" ")
+pub fn standard_signature_header(secrets: &[&SecretToken], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+    secrets.iter().map(|secret| standard_signature(secret, msg_id, timestamp, body)).collect::<Vec<_>>().join(" ")
 }
 
 /// Whether any signature in a `webhook-signature` header matches, compared in constant time.
-pub fn verify_standard(
-    secret: &SecretToken,
-    msg_id: &str,
-    timestamp: i64,
-    body: &[u8],
-    header: &str,
-) -> bool {
+pub fn verify_standard(secret: &SecretToken, msg_id: &str, timestamp: i64, body: &[u8], header: &str) -> bool {
     let expected = standard_signature(secret, msg_id, timestamp, body);
-    header
-        .split(' ')
-        .any(|candidate| constant_time_eq(candidate.as_bytes(), expected.as_bytes()))
+    header.split(' ').any(|candidate| constant_time_eq(candidate.as_bytes(), expected.as_bytes()))
 }
 
 /// Whether an `X-Onefuzz-Digest` value matches the body, compared in constant time.
 pub fn verify_onefuzz(secret: &SecretToken, body: &[u8], digest: &str) -> bool {
-    constant_time_eq(
-        digest.trim().to_ascii_lowercase().as_bytes(),
-        onefuzz_digest(secret, body).as_bytes(),
-    )
+    constant_time_eq(digest.trim().to_ascii_lowercase().as_bytes(), onefuzz_digest(secret, body).as_bytes())
 }
 
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -122,16 +97,8 @@ mod tests {
             digest,
             "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea2505549758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737"
         );
-        assert!(verify_onefuzz(
-            &secret("Jefe"),
-            b"what do ya want for nothing?",
-            &digest.to_uppercase()
-        ));
-        assert!(!verify_onefuzz(
-            &secret("Jefe"),
-            b"what do ya want for nothing!",
-            &digest
-        ));
+        assert!(verify_onefuzz(&secret("Jefe"), b"what do ya want for nothing?", &digest.to_uppercase()));
+        assert!(!verify_onefuzz(&secret("Jefe"), b"what do ya want for nothing!", &digest));
     }
 
     #[test]
@@ -143,13 +110,7 @@ mod tests {
         assert_eq!(header.split(' ').count(), 2);
         assert!(verify_standard(&new, "msg", 42, b"{}", &header));
         assert!(verify_standard(&old, "msg", 42, b"{}", &header));
-        assert!(!verify_standard(
-            &secret("other"),
-            "msg",
-            42,
-            b"{}",
-            &header
-        ));
+        assert!(!verify_standard(&secret("other"), "msg", 42, b"{}", &header));
         assert!(!verify_standard(&new, "msg", 43, b"{}", &header));
     }
 }

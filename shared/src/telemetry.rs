@@ -20,8 +20,5 @@ pub fn init_lambda() {
 
 /// Human-readable logs on stderr, for local mode and the CLI.
 pub fn init_local() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter())
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(std::io::stderr).try_init();
 }

@@ -29,14 +29,12 @@ async fn dispatch(app: App, request: Request) -> Result<Response<Body>, ApiError
         (["api", "webhooks"], Method::DELETE) => delete(&app, &request).await,
         (["api", "webhooks", "ping"], Method::POST) => ping(&app, &request).await,
         (["api", "webhooks", "logs"], Method::POST) => logs(&app, &request).await,
-        (["api", "webhooks"], other) => Err(ApiError::MethodNotAllowed {
-            method: other.to_string(),
-            allowed: "GET, POST, PATCH, DELETE",
-        }),
-        (["api", "webhooks", "ping" | "logs"], other) => Err(ApiError::MethodNotAllowed {
-            method: other.to_string(),
-            allowed: "POST",
-        }),
+        (["api", "webhooks"], other) => {
+            Err(ApiError::MethodNotAllowed { method: other.to_string(), allowed: "GET, POST, PATCH, DELETE" })
+        }
+        (["api", "webhooks", "ping" | "logs"], other) => {
+            Err(ApiError::MethodNotAllowed { method: other.to_string(), allowed: "POST" })
+        }
         _ => Err(ApiError::NoRoute(request.uri().path().to_owned())),
     }
 }
@@ -50,16 +48,10 @@ async fn create(app: &App, request: &Request) -> Result<Response<Body>, ApiError
 async fn get(app: &App, request: &Request) -> Result<Response<Body>, ApiError> {
     let body: WebhookIdBody = parse_object(json_object(request, true)?, &["webhook_id"])?;
     match body.optional()? {
-        Some(id) => json(
-            StatusCode::OK,
-            &WebhookDetail::from(&app.get_webhook(id).await?),
-        ),
+        Some(id) => json(StatusCode::OK, &WebhookDetail::from(&app.get_webhook(id).await?)),
         None => {
             let all = app.all_webhooks().await?;
-            json(
-                StatusCode::OK,
-                &all.iter().map(WebhookSummary::from).collect::<Vec<_>>(),
-            )
+            json(StatusCode::OK, &all.iter().map(WebhookSummary::from).collect::<Vec<_>>())
         }
     }
 }
@@ -67,9 +59,7 @@ async fn get(app: &App, request: &Request) -> Result<Response<Body>, ApiError> {
 async fn update(app: &App, request: &Request) -> Result<Response<Body>, ApiError> {
     let body: UpdateBody = parse_object(json_object(request, false)?, COMPAT_UPDATE_FIELDS)?;
     let id = body.webhook_id()?;
-    let webhook = app
-        .update_webhook(id, body.parse(&app.config, false)?)
-        .await?;
+    let webhook = app.update_webhook(id, body.parse(&app.config, false)?).await?;
     json(StatusCode::OK, &WebhookSummary::from(&webhook))
 }
 
@@ -91,9 +81,7 @@ async fn logs(app: &App, request: &Request) -> Result<Response<Body>, ApiError> 
     let mut entries = Vec::new();
     let mut cursor = None;
     while entries.len() < MAX_COMPAT_LOG_ENTRIES {
-        let page = app
-            .list_logs(id, None, PageRequest { limit: 100, cursor })
-            .await?;
+        let page = app.list_logs(id, None, PageRequest { limit: 100, cursor }).await?;
         entries.extend(page.items.iter().map(LogEntryView::compat));
         match page.next {
             Some(next) => cursor = Some(next),

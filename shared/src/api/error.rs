@@ -21,10 +21,7 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     #[error("method {method} is not allowed here; allowed: {allowed}")]
-    MethodNotAllowed {
-        method: String,
-        allowed: &'static str,
-    },
+    MethodNotAllowed { method: String, allowed: &'static str },
     #[error("no route for {0}")]
     NoRoute(String),
     #[error("request body is over the {limit}-byte limit")]
@@ -47,13 +44,9 @@ impl From<ParseError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Conflict => {
-                Self::Conflict("the webhook was changed by another request; retry".into())
-            }
+            StoreError::Conflict => Self::Conflict("the webhook was changed by another request; retry".into()),
             StoreError::NotFound => Self::WebhookNotFound,
-            StoreError::BadCursor => {
-                Self::InvalidRequest("next: not a valid pagination cursor".into())
-            }
+            StoreError::BadCursor => Self::InvalidRequest("next: not a valid pagination cursor".into()),
             StoreError::Backend(detail) => Self::Internal(format!("store: {detail}")),
         }
     }
@@ -116,31 +109,18 @@ impl ApiError {
             tracing::info!(status = status.as_u16(), detail = %message, "request refused");
             message.as_str()
         };
-        let problem = Problem {
-            kind: "about:blank",
-            title,
-            status: status.as_u16(),
-            detail,
-            code,
-            errors: [detail],
-        };
+        let problem = Problem { kind: "about:blank", title, status: status.as_u16(), detail, code, errors: [detail] };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = Response::new(Body::from(body));
         *response.status_mut() = status;
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/problem+json"),
-        );
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/problem+json"));
         if let Self::MethodNotAllowed { allowed, .. } = self {
-            response
-                .headers_mut()
-                .insert(http::header::ALLOW, http::HeaderValue::from_static(allowed));
+            response.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allowed));
         }
         if let Self::Unauthorized = self {
-            response.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
-            );
+            response.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
         }
         response
     }

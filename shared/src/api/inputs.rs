@@ -6,35 +6,15 @@ use serde::{Deserialize, Deserializer};
 
 use super::ApiError;
 use crate::config::Config;
-use crate::domain::{
-    ParseError, SecretToken, WebhookId, WebhookName, WebhookUrl, dedup_event_types,
-};
+use crate::domain::{ParseError, SecretToken, WebhookId, WebhookName, WebhookUrl, dedup_event_types};
 use crate::events::EventType;
 use crate::manage::{NewWebhook, WebhookPatch};
 
-pub(crate) const CREATE_FIELDS: &[&str] = &[
-    "name",
-    "url",
-    "event_types",
-    "secret_token",
-    "message_format",
-];
-pub(crate) const REST_UPDATE_FIELDS: &[&str] = &[
-    "name",
-    "url",
-    "event_types",
-    "secret_token",
-    "message_format",
-    "state",
-];
-pub(crate) const COMPAT_UPDATE_FIELDS: &[&str] = &[
-    "webhook_id",
-    "name",
-    "url",
-    "event_types",
-    "secret_token",
-    "message_format",
-];
+pub(crate) const CREATE_FIELDS: &[&str] = &["name", "url", "event_types", "secret_token", "message_format"];
+pub(crate) const REST_UPDATE_FIELDS: &[&str] =
+    &["name", "url", "event_types", "secret_token", "message_format", "state"];
+pub(crate) const COMPAT_UPDATE_FIELDS: &[&str] =
+    &["webhook_id", "name", "url", "event_types", "secret_token", "message_format"];
 
 #[derive(Deserialize)]
 pub(crate) struct CreateBody {
@@ -53,11 +33,7 @@ impl CreateBody {
             name: WebhookName::parse(&self.name)?,
             url: WebhookUrl::parse(&self.url, config.https_only)?,
             event_types: event_types(&self.event_types)?,
-            secret_token: self
-                .secret_token
-                .as_deref()
-                .map(SecretToken::parse)
-                .transpose()?,
+            secret_token: self.secret_token.as_deref().map(SecretToken::parse).transpose()?,
             message_format: self.message_format.as_deref().map(str::parse).transpose()?,
         })
     }
@@ -84,9 +60,7 @@ pub(crate) struct UpdateBody {
 }
 
 /// Tells an absent field (`None`, by `default`) from an explicit null (`Some(None)`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    deserializer: D,
-) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
@@ -98,11 +72,7 @@ impl UpdateBody {
         }
     }
 
-    pub(crate) fn parse(
-        self,
-        config: &Config,
-        null_secret_removes: bool,
-    ) -> Result<WebhookPatch, ApiError> {
+    pub(crate) fn parse(self, config: &Config, null_secret_removes: bool) -> Result<WebhookPatch, ApiError> {
         let secret_token = match self.secret_token {
             None => None,
             Some(None) if null_secret_removes => Some(None),
@@ -113,19 +83,12 @@ impl UpdateBody {
             None => false,
             Some("enabled") => true,
             Some(other) => {
-                return Err(ParseError::new(format!(
-                    "state: can only be set to \"enabled\", not {other:?}"
-                ))
-                .into());
+                return Err(ParseError::new(format!("state: can only be set to \"enabled\", not {other:?}")).into());
             }
         };
         Ok(WebhookPatch {
             name: self.name.as_deref().map(WebhookName::parse).transpose()?,
-            url: self
-                .url
-                .as_deref()
-                .map(|url| WebhookUrl::parse(url, config.https_only))
-                .transpose()?,
+            url: self.url.as_deref().map(|url| WebhookUrl::parse(url, config.https_only)).transpose()?,
             event_types: self.event_types.as_deref().map(event_types).transpose()?,
             secret_token,
             message_format: self.message_format.as_deref().map(str::parse).transpose()?,
@@ -143,16 +106,11 @@ pub(crate) struct WebhookIdBody {
 
 impl WebhookIdBody {
     pub(crate) fn optional(&self) -> Result<Option<WebhookId>, ApiError> {
-        Ok(self
-            .webhook_id
-            .as_deref()
-            .map(|id| WebhookId::parse(id, "webhook_id"))
-            .transpose()?)
+        Ok(self.webhook_id.as_deref().map(|id| WebhookId::parse(id, "webhook_id")).transpose()?)
     }
 
     pub(crate) fn required(&self) -> Result<WebhookId, ApiError> {
-        self.optional()?
-            .ok_or_else(|| ApiError::InvalidRequest("webhook_id: missing field".into()))
+        self.optional()?.ok_or_else(|| ApiError::InvalidRequest("webhook_id: missing field".into()))
     }
 }
 
@@ -166,16 +124,11 @@ impl RecoverBody {
     pub(crate) fn since(&self) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
         chrono::DateTime::parse_from_rfc3339(&self.since)
             .map(|t| t.with_timezone(&chrono::Utc))
-            .map_err(|_| {
-                ApiError::InvalidRequest(format!("since: not an RFC 3339 time: {:?}", self.since))
-            })
+            .map_err(|_| ApiError::InvalidRequest(format!("since: not an RFC 3339 time: {:?}", self.since)))
     }
 }
 
 fn event_types(names: &[String]) -> Result<Vec<EventType>, ParseError> {
-    let parsed = names
-        .iter()
-        .map(|name| EventType::parse(name))
-        .collect::<Result<Vec<_>, _>>()?;
+    let parsed = names.iter().map(|name| EventType::parse(name)).collect::<Result<Vec<_>, _>>()?;
     Ok(dedup_event_types(parsed))
 }

@@ -17,9 +17,7 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
 }
 
 async fn list(app: App, request: Request) -> Result<Response<Body>, ApiError> {
-    let event_type = query_param(&request, "event_type")
-        .map(|name| EventType::parse(&name))
-        .transpose()?;
+    let event_type = query_param(&request, "event_type").map(|name| EventType::parse(&name)).transpose()?;
     let page = PageRequest {
         limit: limit_param(&request, DEFAULT_LIMIT, MAX_LIMIT)?,
         cursor: query_param(&request, "next").map(|token| Cursor::from_client(&token)),

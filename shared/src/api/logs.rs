@@ -27,12 +27,7 @@ pub async fn handle_recover(app: &App, request: Request) -> Response<Body> {
 
 /// Both recovery routes, for the one function that serves them.
 pub async fn handle_recovery(app: &App, request: Request) -> Response<Body> {
-    if request
-        .uri()
-        .path()
-        .trim_end_matches('/')
-        .ends_with("/recover")
-    {
+    if request.uri().path().trim_end_matches('/').ends_with("/recover") {
         handle_recover(app, request).await
     } else {
         handle_redeliver(app, request).await
@@ -41,9 +36,7 @@ pub async fn handle_recovery(app: &App, request: Request) -> Response<Body> {
 
 async fn logs(app: App, request: Request) -> Result<Response<Body>, ApiError> {
     let id = webhook_id(&request)?;
-    let state = query_param(&request, "state")
-        .map(|s| DeliveryState::parse(&s))
-        .transpose()?;
+    let state = query_param(&request, "state").map(|s| DeliveryState::parse(&s)).transpose()?;
     let page = PageRequest {
         limit: limit_param(&request, 50, 100)?,
         cursor: query_param(&request, "next").map(|token| Cursor::from_client(&token)),
@@ -62,8 +55,8 @@ async fn redeliver(app: App, request: Request) -> Result<Response<Body>, ApiErro
     let id = webhook_id(&request)?;
     let raw = path_param(&request, "event_id", "logs")
         .ok_or_else(|| ApiError::InvalidRequest("event_id: missing from the path".into()))?;
-    let event_id = Uuid::parse_str(&raw)
-        .map_err(|_| ApiError::InvalidRequest(format!("event_id: not a valid UUID: {raw:?}")))?;
+    let event_id =
+        Uuid::parse_str(&raw).map_err(|_| ApiError::InvalidRequest(format!("event_id: not a valid UUID: {raw:?}")))?;
     app.redeliver(id, event_id).await?;
     json(StatusCode::ACCEPTED, &value!({ "event_id": event_id }))
 }

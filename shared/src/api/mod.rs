@@ -58,12 +58,7 @@ pub mod handlers {
 
 /// Runs one adapter: checks the bearer token when one is configured, then turns the
 /// adapter's error, if any, into problem+json. Every outcome is an `Ok` response.
-pub(crate) async fn run<F, Fut>(
-    app: &App,
-    request: Request,
-    surface: Surface,
-    adapter: F,
-) -> Response<Body>
+pub(crate) async fn run<F, Fut>(app: &App, request: Request, surface: Surface, adapter: F) -> Response<Body>
 where
     F: FnOnce(App, Request) -> Fut,
     Fut: Future<Output = Result<Response<Body>, ApiError>>,
@@ -77,17 +72,10 @@ where
     }
 }
 
-pub(crate) fn json<T: Serialize>(
-    status: StatusCode,
-    value: &T,
-) -> Result<Response<Body>, ApiError> {
-    let body = serde_json::to_vec(value)
-        .map_err(|e| ApiError::Internal(format!("response encoding: {e}")))?;
+pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Response<Body>, ApiError> {
+    let body = serde_json::to_vec(value).map_err(|e| ApiError::Internal(format!("response encoding: {e}")))?;
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     Ok(response)
 }

@@ -16,12 +16,7 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
 
 async fn publish(app: App, request: Request) -> Result<Response<Body>, ApiError> {
     let message = Value::Object(json_object(&request, false)?);
-    let envelope = parse_event_message(
-        message,
-        Uuid::new_v4(),
-        &app.config.ingest_defaults(),
-        Utc::now(),
-    )?;
+    let envelope = parse_event_message(message, Uuid::new_v4(), &app.config.ingest_defaults(), Utc::now())?;
     let event_id = app.publish_event(envelope).await?;
     json(StatusCode::ACCEPTED, &value!({ "event_id": event_id }))
 }

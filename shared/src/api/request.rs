@@ -29,24 +29,13 @@ pub(crate) fn authorize(app: &App, request: &Request) -> Result<(), ApiError> {
 /// The path's segments from the first known resource name on, so a stage prefix such as
 /// `/prod` in front of the route does not matter.
 pub(crate) fn route_segments(request: &Request) -> Vec<String> {
-    let segments: Vec<String> = request
-        .uri()
-        .path()
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(percent_decode)
-        .collect();
-    let start = segments
-        .iter()
-        .position(|s| matches!(s.as_str(), "webhooks" | "api" | "events"))
-        .unwrap_or(0);
+    let segments: Vec<String> = request.uri().path().split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
+    let start = segments.iter().position(|s| matches!(s.as_str(), "webhooks" | "api" | "events")).unwrap_or(0);
     segments[start..].to_vec()
 }
 
 fn percent_decode(segment: &str) -> String {
-    percent_encoding::percent_decode_str(segment)
-        .decode_utf8_lossy()
-        .into_owned()
+    percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned()
 }
 
 /// A path parameter: from the gateway's `pathParameters`, else the segment after `after`.
@@ -55,11 +44,7 @@ pub(crate) fn path_param(request: &Request, name: &str, after: &str) -> Option<S
         return Some(value.to_owned());
     }
     let segments = route_segments(request);
-    segments
-        .iter()
-        .position(|s| s == after)
-        .and_then(|i| segments.get(i + 1))
-        .cloned()
+    segments.iter().position(|s| s == after).and_then(|i| segments.get(i + 1)).cloned()
 }
 
 pub(crate) fn webhook_id(request: &Request) -> Result<WebhookId, ApiError> {
@@ -74,27 +59,15 @@ pub(crate) fn query_param(request: &Request, name: &str) -> Option<String> {
         return Some(value.to_owned());
     }
     let query = request.uri().query()?;
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.into_owned())
+    url::form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
 }
 
-pub(crate) fn limit_param(
-    request: &Request,
-    default: usize,
-    max: usize,
-) -> Result<usize, ApiError> {
+pub(crate) fn limit_param(request: &Request, default: usize, max: usize) -> Result<usize, ApiError> {
     match query_param(request, "limit") {
         None => Ok(default),
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| {
-                ApiError::InvalidRequest(format!(
-                    "limit: must be a whole number from 1 to {max}, not {text:?}"
-                ))
-            }),
+        Some(text) => text.parse::<usize>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
+            ApiError::InvalidRequest(format!("limit: must be a whole number from 1 to {max}, not {text:?}"))
+        }),
     }
 }
 
@@ -106,18 +79,11 @@ pub(crate) fn json_object(
 ) -> Result<serde_json::Map<String, Value>, ApiError> {
     let bytes: &[u8] = request.body().as_ref();
     if bytes.len() > MAX_BODY_BYTES {
-        return Err(ApiError::PayloadTooLarge {
-            limit: MAX_BODY_BYTES,
-        });
+        return Err(ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES });
     }
     if let Some(content_type) = request.headers().get(http::header::CONTENT_TYPE) {
         let text = content_type.to_str().unwrap_or("");
-        let essence = text
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         if !bytes.is_empty() && essence != "application/json" && !essence.ends_with("+json") {
             return Err(ApiError::UnsupportedMediaType(text.to_owned()));
         }
@@ -126,16 +92,12 @@ pub(crate) fn json_object(
         return if empty_is_object {
             Ok(serde_json::Map::new())
         } else {
-            Err(ApiError::InvalidRequest(
-                "request body is required: a JSON object".into(),
-            ))
+            Err(ApiError::InvalidRequest("request body is required: a JSON object".into()))
         };
     }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(ApiError::InvalidRequest(
-            "request body must be a JSON object".into(),
-        )),
+        Ok(_) => Err(ApiError::InvalidRequest("request body must be a JSON object".into())),
         Err(err) => Err(ApiError::InvalidRequest(format!("malformed JSON: {err}"))),
     }
 }
@@ -157,10 +119,6 @@ pub(crate) fn parse_object<T: DeserializeOwned>(
         let path = err.path().to_string();
         let inner = err.into_inner().to_string();
         let inner = inner.split(" at line ").next().unwrap_or(&inner).to_owned();
-        if path == "." {
-            ApiError::InvalidRequest(inner)
-        } else {
-            ApiError::InvalidRequest(format!("{path}: {inner}"))
-        }
+        if path == "." { ApiError::InvalidRequest(inner) } else { ApiError::InvalidRequest(format!("{path}: {inner}")) }
     })
 }

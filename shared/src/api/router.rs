@@ -41,26 +41,15 @@ pub async fn route(app: &App, request: Request) -> Response<Body> {
         (["webhooks", _], &Method::DELETE) => handlers::delete(app, request).await,
         (["webhooks", _, "ping"], &Method::POST) => handlers::ping(app, request).await,
         (["webhooks", _, "logs"], &Method::GET) => handlers::logs(app, request).await,
-        (["webhooks", _, "logs", _, "redeliver"], &Method::POST) => {
-            handlers::redeliver(app, request).await
-        }
+        (["webhooks", _, "logs", _, "redeliver"], &Method::POST) => handlers::redeliver(app, request).await,
         (["webhooks", _, "recover"], &Method::POST) => handlers::recover(app, request).await,
         (["events"], &Method::POST) => handlers::publish(app, request).await,
         _ => {
             let error = match allowed_methods(&path) {
-                Some(allowed) => ApiError::MethodNotAllowed {
-                    method: method.to_string(),
-                    allowed,
-                },
+                Some(allowed) => ApiError::MethodNotAllowed { method: method.to_string(), allowed },
                 None => ApiError::NoRoute(request.uri().path().to_owned()),
             };
-            run(
-                app,
-                request,
-                Surface::Rest,
-                |_, _| async move { Err(error) },
-            )
-            .await
+            run(app, request, Surface::Rest, |_, _| async move { Err(error) }).await
         }
     }
 }
@@ -69,9 +58,7 @@ fn allowed_methods(path: &[&str]) -> Option<&'static str> {
     match path {
         ["webhooks"] => Some("GET, POST"),
         ["webhooks", _] => Some("GET, PATCH, DELETE"),
-        ["webhooks", _, "ping" | "recover"]
-        | ["webhooks", _, "logs", _, "redeliver"]
-        | ["events"] => Some("POST"),
+        ["webhooks", _, "ping" | "recover"] | ["webhooks", _, "logs", _, "redeliver"] | ["events"] => Some("POST"),
         ["webhooks", _, "logs"] => Some("GET"),
         _ => None,
     }

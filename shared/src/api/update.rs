@@ -14,8 +14,6 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
 async fn update(app: App, request: Request) -> Result<Response<Body>, ApiError> {
     let id = webhook_id(&request)?;
     let body: UpdateBody = parse_object(json_object(&request, false)?, REST_UPDATE_FIELDS)?;
-    let webhook = app
-        .update_webhook(id, body.parse(&app.config, true)?)
-        .await?;
+    let webhook = app.update_webhook(id, body.parse(&app.config, true)?).await?;
     json(StatusCode::OK, &WebhookSummary::from(&webhook))
 }

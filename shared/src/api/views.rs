@@ -6,9 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::domain::{
-    Attempt, DeliveryLog, DeliveryState, MessageFormat, Webhook, WebhookId, WebhookState,
-};
+use crate::domain::{Attempt, DeliveryLog, DeliveryState, MessageFormat, Webhook, WebhookId, WebhookState};
 use crate::events::EventType;
 
 /// What create, update and list show, as in the OneFuzz seed: no URL (chat-tool URLs carry

@@ -86,15 +86,28 @@ fn is_global_v6(ip: Ipv6Addr) -> bool {
 }
 
 /// Where deliveries may connect: any global address, plus the operator's allow-list
-/// (`ALLOWED_TARGET_CIDRS`; local mode adds loopback).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// (`ALLOWED_TARGET_CIDRS`; local mode adds loopback). With `DENY_PUBLIC_TARGETS`, only the
+/// allow-list.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressPolicy {
     allowed: CidrList,
+    allow_public: bool,
+}
+
+impl Default for AddressPolicy {
+    fn default() -> Self {
+        Self { allowed: CidrList::default(), allow_public: true }
+    }
 }
 
 impl AddressPolicy {
     pub fn new(allowed: CidrList) -> Self {
-        Self { allowed }
+        Self { allowed, allow_public: true }
+    }
+
+    /// Only the allow-list, no public addresses: egress limited to known networks.
+    pub fn allow_list_only(allowed: CidrList) -> Self {
+        Self { allowed, allow_public: false }
     }
 
     /// Global addresses only: the production default.
@@ -102,12 +115,17 @@ impl AddressPolicy {
         Self::default()
     }
 
+    /// True when no address at all is permitted, so names need not even be resolved.
+    pub fn permits_nothing(&self) -> bool {
+        !self.allow_public && self.allowed.is_empty()
+    }
+
     pub fn allowed(&self) -> &CidrList {
         &self.allowed
     }
 
     pub fn permits(&self, ip: IpAddr) -> bool {
-        is_global(ip) || self.allowed.contains(ip)
+        (self.allow_public && is_global(ip)) || self.allowed.contains(ip)
     }
 }
 
@@ -240,5 +258,18 @@ mod tests {
         let vpc = AddressPolicy::new("10.1.0.0/16".parse().unwrap());
         assert!(vpc.permits(ip("10.1.2.3")));
         assert!(!vpc.permits(ip("10.2.0.1")));
+    }
+
+    #[test]
+    fn allow_list_only_refuses_public_addresses_and_an_empty_one_permits_nothing() {
+        let loopback_only = AddressPolicy::allow_list_only(CidrList::loopback());
+        let nothing = AddressPolicy::allow_list_only(CidrList::default());
+
+        assert!(loopback_only.permits(ip("127.0.0.1")));
+        assert!(!loopback_only.permits(ip("8.8.8.8")));
+        assert!(!loopback_only.permits_nothing());
+        assert!(nothing.permits_nothing());
+        assert!(!nothing.permits(ip("8.8.8.8")));
+        assert!(!AddressPolicy::global_only().permits_nothing());
     }
 }

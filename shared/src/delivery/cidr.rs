@@ -12,15 +12,11 @@ impl Cidr {
     pub fn contains(&self, address: IpAddr) -> bool {
         match (self.network, canonical(address)) {
             (IpAddr::V4(net), IpAddr::V4(addr)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
                 u32::from(net) & mask == u32::from(addr) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(addr)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
                 u128::from(net) & mask == u128::from(addr) & mask
             }
             _ => false,
@@ -45,25 +41,17 @@ impl FromStr for Cidr {
             Some((address, prefix)) => (address, Some(prefix)),
             None => (text, None),
         };
-        let network: IpAddr = address
-            .parse()
-            .map_err(|_| format!("{text:?} is not an IP address or CIDR block"))?;
+        let network: IpAddr = address.parse().map_err(|_| format!("{text:?} is not an IP address or CIDR block"))?;
         let max = if network.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{text:?} has a bad prefix length"))?,
+            Some(p) => {
+                p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("{text:?} has a bad prefix length"))?
+            }
             None => max,
         };
         Ok(Self {
             network: canonical(network),
-            prefix: if network.is_ipv6() && canonical(network).is_ipv4() {
-                prefix.saturating_sub(96)
-            } else {
-                prefix
-            },
+            prefix: if network.is_ipv6() && canonical(network).is_ipv4() { prefix.saturating_sub(96) } else { prefix },
         })
     }
 }
@@ -75,14 +63,8 @@ pub struct CidrList(Vec<Cidr>);
 impl CidrList {
     pub fn loopback() -> Self {
         Self(vec![
-            Cidr {
-                network: IpAddr::from([127, 0, 0, 0]),
-                prefix: 8,
-            },
-            Cidr {
-                network: IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
-                prefix: 128,
-            },
+            Cidr { network: IpAddr::from([127, 0, 0, 0]), prefix: 8 },
+            Cidr { network: IpAddr::from(std::net::Ipv6Addr::LOCALHOST), prefix: 128 },
         ])
     }
 
@@ -103,11 +85,7 @@ impl FromStr for CidrList {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        text.split(',')
-            .filter(|part| !part.trim().is_empty())
-            .map(str::parse)
-            .collect::<Result<Vec<_>, _>>()
-            .map(Self)
+        text.split(',').filter(|part| !part.trim().is_empty()).map(str::parse).collect::<Result<Vec<_>, _>>().map(Self)
     }
 }
 

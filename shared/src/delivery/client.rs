@@ -120,6 +120,9 @@ impl Resolve for GuardedResolver {
         let policy = Arc::clone(&self.policy);
         let host = name.as_str().to_owned();
         Box::pin(async move {
+            if policy.permits_nothing() {
+                return Err(Box::new(BlockedHost { host }) as Box<dyn StdError + Send + Sync>);
+            }
             // Port 0: reqwest substitutes the URL's port (or the scheme default).
             let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if resolved.is_empty() {

@@ -52,7 +52,11 @@ fn rfc3339(time: DateTime<Utc>) -> String {
 }
 
 /// The request body and its content type for `webhook`'s format.
-pub fn body(webhook_id: WebhookId, format: MessageFormat, envelope: &EventEnvelope) -> Result<(Vec<u8>, &'static str), serde_json::Error> {
+pub fn body(
+    webhook_id: WebhookId,
+    format: MessageFormat,
+    envelope: &EventEnvelope,
+) -> Result<(Vec<u8>, &'static str), serde_json::Error> {
     match format {
         MessageFormat::Onefuzz => serde_json::to_vec(&OnefuzzBody {
             webhook_id,
@@ -95,7 +99,11 @@ pub struct SignedRequest {
 
 /// Builds and signs the request for one attempt. `timestamp` is this attempt's time, so a
 /// retry carries a fresh `webhook-timestamp` (receivers reject stale ones).
-pub fn signed_request(webhook: &Webhook, envelope: &EventEnvelope, now: DateTime<Utc>) -> Result<SignedRequest, serde_json::Error> {
+pub fn signed_request(
+    webhook: &Webhook,
+    envelope: &EventEnvelope,
+    now: DateTime<Utc>,
+) -> Result<SignedRequest, serde_json::Error> {
     let (body, content_type) = body(webhook.webhook_id, webhook.format(), envelope)?;
     let mut headers = HeaderMap::new();
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -109,7 +117,11 @@ pub fn signed_request(webhook: &Webhook, envelope: &EventEnvelope, now: DateTime
         insert(&mut headers, "x-onefuzz-digest", &signing::onefuzz_digest(current, &body));
     }
     if !secrets.is_empty() {
-        insert(&mut headers, "webhook-signature", &signing::standard_signature_header(&secrets, &msg_id, timestamp, &body));
+        insert(
+            &mut headers,
+            "webhook-signature",
+            &signing::standard_signature_header(&secrets, &msg_id, timestamp, &body),
+        );
     }
     Ok(SignedRequest { body, headers })
 }
@@ -159,7 +171,8 @@ mod tests {
 
     #[test]
     fn the_onefuzz_body_has_the_onefuzz_envelope_fields() {
-        let (bytes, content_type) = body(WebhookId::from(Uuid::from_u128(4)), MessageFormat::Onefuzz, &envelope()).unwrap();
+        let (bytes, content_type) =
+            body(WebhookId::from(Uuid::from_u128(4)), MessageFormat::Onefuzz, &envelope()).unwrap();
         let value: Value = serde_json::from_slice(&bytes).unwrap();
 
         assert_eq!(content_type, "application/json");
@@ -213,7 +226,13 @@ mod tests {
         assert_eq!(request.headers["webhook-id"], Uuid::from_u128(1).to_string().as_str());
         assert_eq!(request.headers["webhook-timestamp"], "1700000100");
         let signature = request.headers["webhook-signature"].to_str().unwrap();
-        assert!(signing::verify_standard(&secret, &Uuid::from_u128(1).to_string(), 1_700_000_100, &request.body, signature));
+        assert!(signing::verify_standard(
+            &secret,
+            &Uuid::from_u128(1).to_string(),
+            1_700_000_100,
+            &request.body,
+            signature
+        ));
         assert!(request.headers["user-agent"].to_str().unwrap().starts_with("onefuzz-webhook "));
     }
 

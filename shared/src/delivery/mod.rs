@@ -11,10 +11,10 @@ mod retry;
 mod sender;
 
 pub use address::{AddressPolicy, is_global};
+pub use batch::{emit_metrics, handle_sqs_event};
 pub use cidr::{Cidr, CidrList, canonical};
 pub use client::{AttemptOutcome, DeliveryClient, DeliveryClientError, DeliveryErrorKind, RESPONSE_HEAD_BYTES};
-pub use batch::{emit_metrics, handle_sqs_event};
-pub use local_worker::LocalWorker;
 pub use envelope::{SignedRequest, USER_AGENT, body, signed_request};
+pub use local_worker::LocalWorker;
 pub use retry::RetryPolicy;
 pub use sender::{MessageOutcome, Sender, Tally, Transient};

@@ -16,7 +16,9 @@ use super::{AddressPolicy, AttemptOutcome, CidrList, DeliveryClient, DeliveryCli
 use crate::config::Config;
 use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, Webhook, WebhookId, WebhookState};
 use crate::events::{Incoming, parse_queue_body};
-use crate::queue::{DeadLetters, DeliverReason, DeliverTask, MAX_QUEUE_DELAY, Queue, QueueError, QueueMessage, QueueTask};
+use crate::queue::{
+    DeadLetters, DeliverReason, DeliverTask, MAX_QUEUE_DELAY, Queue, QueueError, QueueMessage, QueueTask,
+};
 use crate::store::{Store, StoreError};
 
 /// How much of a response is kept in the log.
@@ -110,7 +112,12 @@ impl Sender {
     ) -> Result<Self, DeliveryClientError> {
         let mut allowed = config.allowed_target_cidrs.clone();
         allowed.extend(extra_allowed);
-        let client = DeliveryClient::new(config.delivery_timeout, AddressPolicy::new(allowed), USER_AGENT)?;
+        let policy = if config.deny_public_targets {
+            AddressPolicy::allow_list_only(allowed)
+        } else {
+            AddressPolicy::new(allowed)
+        };
+        let client = DeliveryClient::new(config.delivery_timeout, policy, USER_AGENT)?;
         Ok(Self {
             store,
             queue,
@@ -134,7 +141,8 @@ impl Sender {
         };
         let result = match incoming {
             Incoming::Event(envelope) => {
-                let span = tracing::info_span!("fan_out", event_id = %envelope.event_id, event_type = %envelope.event_type);
+                let span =
+                    tracing::info_span!("fan_out", event_id = %envelope.event_id, event_type = %envelope.event_type);
                 self.fan_out(&envelope).instrument(span).await
             }
             Incoming::Task(QueueTask::Deliver(task)) => {
@@ -195,7 +203,12 @@ impl Sender {
 
     /// One event to one webhook: find or create its log entry, decide whether an attempt is
     /// due, claim it, attempt, record.
-    async fn deliver(&self, webhook: &Webhook, envelope: &EventEnvelope, trigger: Trigger) -> Result<(Step, Option<u64>), Transient> {
+    async fn deliver(
+        &self,
+        webhook: &Webhook,
+        envelope: &EventEnvelope,
+        trigger: Trigger,
+    ) -> Result<(Step, Option<u64>), Transient> {
         let now = Utc::now();
         let mut entry = self.entry_for(webhook.webhook_id, envelope, now).await?;
         if !self.attempt_is_due(&mut entry, envelope, trigger, now).await? {
@@ -222,7 +235,12 @@ impl Sender {
         Ok((step, (step == Step::Delivered).then_some(latency)))
     }
 
-    async fn entry_for(&self, webhook_id: WebhookId, envelope: &EventEnvelope, now: DateTime<Utc>) -> Result<DeliveryLog, Transient> {
+    async fn entry_for(
+        &self,
+        webhook_id: WebhookId,
+        envelope: &EventEnvelope,
+        now: DateTime<Utc>,
+    ) -> Result<DeliveryLog, Transient> {
         if let Some(entry) = self.store.get_delivery(webhook_id, envelope.event_id).await? {
             return Ok(entry);
         }
@@ -236,7 +254,13 @@ impl Sender {
 
     /// Whether this message may make the next attempt on `entry`. Also re-sends a retry task
     /// that an earlier run failed to queue.
-    async fn attempt_is_due(&self, entry: &mut DeliveryLog, envelope: &EventEnvelope, trigger: Trigger, now: DateTime<Utc>) -> Result<bool, Transient> {
+    async fn attempt_is_due(
+        &self,
+        entry: &mut DeliveryLog,
+        envelope: &EventEnvelope,
+        trigger: Trigger,
+        now: DateTime<Utc>,
+    ) -> Result<bool, Transient> {
         if entry.state.is_final() {
             if trigger == Trigger::Redeliver {
                 entry.state = DeliveryState::Retrying;
@@ -275,7 +299,12 @@ impl Sender {
         }
     }
 
-    async fn reschedule_if_lost(&self, entry: &mut DeliveryLog, envelope: &EventEnvelope, now: DateTime<Utc>) -> Result<(), Transient> {
+    async fn reschedule_if_lost(
+        &self,
+        entry: &mut DeliveryLog,
+        envelope: &EventEnvelope,
+        now: DateTime<Utc>,
+    ) -> Result<(), Transient> {
         if entry.retry_scheduled || entry.state != DeliveryState::Retrying {
             return Ok(());
         }
@@ -307,8 +336,12 @@ impl Sender {
         let _permit = self.in_flight.acquire().await;
         let outcome = self.client.post(webhook.url.as_str(), request.headers, request.body).await;
         match (&outcome.status, &outcome.error) {
-            (Some(status), _) => tracing::info!(status, duration_ms = outcome.duration.as_millis() as u64, "attempt answered"),
-            (None, Some(error)) => tracing::warn!(%error, duration_ms = outcome.duration.as_millis() as u64, "attempt failed"),
+            (Some(status), _) => {
+                tracing::info!(status, duration_ms = outcome.duration.as_millis() as u64, "attempt answered")
+            }
+            (None, Some(error)) => {
+                tracing::warn!(%error, duration_ms = outcome.duration.as_millis() as u64, "attempt failed")
+            }
             (None, None) => {}
         }
         outcome
@@ -332,7 +365,10 @@ impl Sender {
             status_code: outcome.status,
             error: outcome.error.as_ref().map(ToString::to_string),
             duration_ms: outcome.duration.as_millis() as u64,
-            response_head: outcome.response_head.as_ref().map(|head| head.chars().take(LOG_RESPONSE_HEAD_CHARS).collect()),
+            response_head: outcome
+                .response_head
+                .as_ref()
+                .map(|head| head.chars().take(LOG_RESPONSE_HEAD_CHARS).collect()),
         });
         entry.try_count = attempt_number;
         entry.lease_until = None;
@@ -392,7 +428,9 @@ impl Sender {
             let change = match (succeeded, failing_since) {
                 (true, None) => None,
                 (true, Some(_)) => Some((None, None)),
-                (false, _) if gone => Some((failing_since.or(Some(now)), Some("the endpoint answered 410 Gone".to_owned()))),
+                (false, _) if gone => {
+                    Some((failing_since.or(Some(now)), Some("the endpoint answered 410 Gone".to_owned())))
+                }
                 (false, None) => Some((Some(now), None)),
                 (false, Some(since)) if now - since >= self.config.auto_disable_after => {
                     Some((Some(since), Some(format!("every delivery failed since {}", since.to_rfc3339()))))

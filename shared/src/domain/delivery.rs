@@ -28,8 +28,7 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
-    pub const ALL: [DeliveryState; 4] =
-        [Self::Queued, Self::Retrying, Self::Succeeded, Self::Failed];
+    pub const ALL: [DeliveryState; 4] = [Self::Queued, Self::Retrying, Self::Succeeded, Self::Failed];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,14 +40,9 @@ impl DeliveryState {
     }
 
     pub fn parse(value: &str) -> Result<Self, super::ParseError> {
-        Self::ALL
-            .into_iter()
-            .find(|s| s.as_str() == value)
-            .ok_or_else(|| {
-                super::ParseError::new(format!(
-                    "state: must be one of queued, retrying, succeeded, failed, not {value:?}"
-                ))
-            })
+        Self::ALL.into_iter().find(|s| s.as_str() == value).ok_or_else(|| {
+            super::ParseError::new(format!("state: must be one of queued, retrying, succeeded, failed, not {value:?}"))
+        })
     }
 
     pub fn is_final(self) -> bool {

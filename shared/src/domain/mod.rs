@@ -6,8 +6,8 @@ mod webhook;
 
 pub use delivery::{Attempt, DeliveryLog, DeliveryState, EventEnvelope};
 pub use webhook::{
-    MessageFormat, RotatedSecret, SecretToken, Webhook, WebhookId, WebhookName, WebhookState,
-    WebhookUrl, dedup_event_types,
+    MessageFormat, RotatedSecret, SecretToken, Webhook, WebhookId, WebhookName, WebhookState, WebhookUrl,
+    dedup_event_types,
 };
 
 /// Why a value from a client was refused. The text names the field and is safe to show:

@@ -64,9 +64,7 @@ impl WebhookName {
             return Err(ParseError::new("name: must not be empty"));
         }
         if chars > MAX_NAME_CHARS {
-            return Err(ParseError::new(format!(
-                "name: must be at most {MAX_NAME_CHARS} characters, got {chars}"
-            )));
+            return Err(ParseError::new(format!("name: must be at most {MAX_NAME_CHARS} characters, got {chars}")));
         }
         if trimmed.chars().any(char::is_control) {
             return Err(ParseError::new("name: must not contain control characters"));
@@ -94,14 +92,10 @@ impl WebhookUrl {
         }
         let chars = value.chars().count();
         if chars > MAX_URL_CHARS {
-            return Err(ParseError::new(format!(
-                "url: must be at most {MAX_URL_CHARS} characters, got {chars}"
-            )));
+            return Err(ParseError::new(format!("url: must be at most {MAX_URL_CHARS} characters, got {chars}")));
         }
         let parsed = url::Url::parse(value).map_err(|err| match err {
-            url::ParseError::RelativeUrlWithoutBase => {
-                ParseError::new("url: must be an absolute http or https URL")
-            }
+            url::ParseError::RelativeUrlWithoutBase => ParseError::new("url: must be an absolute http or https URL"),
             other => ParseError::new(format!("url: not a valid URL ({other})")),
         })?;
         match parsed.scheme() {
@@ -109,16 +103,12 @@ impl WebhookUrl {
             "http" if !https_only => {}
             "http" => return Err(ParseError::new("url: must use https on this deployment")),
             other => {
-                return Err(ParseError::new(format!(
-                    "url: scheme must be http or https, not {other:?}"
-                )));
+                return Err(ParseError::new(format!("url: scheme must be http or https, not {other:?}")));
             }
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
             // Credentials in the authority would be stored and shown in `get`; refuse them.
-            return Err(ParseError::new(
-                "url: must not contain a username or password",
-            ));
+            return Err(ParseError::new("url: must not contain a username or password"));
         }
         if parsed.host().is_none() {
             return Err(ParseError::new("url: must have a host"));
@@ -144,9 +134,7 @@ impl SecretToken {
             return Err(ParseError::new("secret_token: must not be empty"));
         }
         if chars > MAX_SECRET_CHARS {
-            return Err(ParseError::new(format!(
-                "secret_token: must be at most {MAX_SECRET_CHARS} characters"
-            )));
+            return Err(ParseError::new(format!("secret_token: must be at most {MAX_SECRET_CHARS} characters")));
         }
         Ok(Self(value.to_owned()))
     }
@@ -195,14 +183,9 @@ impl FromStr for MessageFormat {
     type Err = ParseError;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|format| format.as_str() == value)
-            .ok_or_else(|| {
-                ParseError::new(format!(
-                    "message_format: must be one of onefuzz, event_grid, cloud_events, not {value:?}"
-                ))
-            })
+        Self::ALL.into_iter().find(|format| format.as_str() == value).ok_or_else(|| {
+            ParseError::new(format!("message_format: must be one of onefuzz, event_grid, cloud_events, not {value:?}"))
+        })
     }
 }
 
@@ -256,8 +239,7 @@ impl Webhook {
     pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<&SecretToken> {
         let mut secrets: Vec<&SecretToken> = self.secret_token.iter().collect();
         if let Some(rotated) = &self.rotated_secret {
-            if rotated.expires_at > now && Some(&rotated.secret_token) != self.secret_token.as_ref()
-            {
+            if rotated.expires_at > now && Some(&rotated.secret_token) != self.secret_token.as_ref() {
                 secrets.push(&rotated.secret_token);
             }
         }
@@ -301,12 +283,7 @@ mod tests {
             assert!(err.0.starts_with("url:"), "{bad}: {err}");
         }
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_CHARS));
-        assert!(
-            WebhookUrl::parse(&long, false)
-                .unwrap_err()
-                .0
-                .contains("at most")
-        );
+        assert!(WebhookUrl::parse(&long, false).unwrap_err().0.contains("at most"));
     }
 
     #[test]
@@ -347,12 +324,7 @@ mod tests {
         };
 
         assert_eq!(webhook.signing_secrets(now).len(), 2);
-        assert_eq!(
-            webhook
-                .signing_secrets(now + chrono::Duration::hours(2))
-                .len(),
-            1
-        );
+        assert_eq!(webhook.signing_secrets(now + chrono::Duration::hours(2)).len(), 1);
         webhook.secret_token = None;
         assert_eq!(webhook.signing_secrets(now).len(), 1);
     }

@@ -79,22 +79,14 @@ impl EventType {
             .take(3)
             .map(|error| {
                 let path = error.instance_path().to_string();
-                let at = if path.is_empty() {
-                    "/".to_owned()
-                } else {
-                    path
-                };
+                let at = if path.is_empty() { "/".to_owned() } else { path };
                 format!("{at}: {error}")
             })
             .collect();
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(ParseError::new(format!(
-                "event does not match the {} schema: {}",
-                self.as_str(),
-                problems.join("; ")
-            )))
+            Err(ParseError::new(format!("event does not match the {} schema: {}", self.as_str(), problems.join("; "))))
         }
     }
 }
@@ -106,10 +98,8 @@ impl FromStr for EventType {
         if let Some(found) = Self::ALL.iter().find(|t| t.as_str() == value) {
             return Ok(*found);
         }
-        let closest = Self::ALL
-            .iter()
-            .map(|t| (strsim::levenshtein(t.as_str(), value), t))
-            .min_by_key(|(distance, _)| *distance);
+        let closest =
+            Self::ALL.iter().map(|t| (strsim::levenshtein(t.as_str(), value), t)).min_by_key(|(distance, _)| *distance);
         let message = match closest {
             Some((distance, t)) if distance <= 3 => {
                 format!("unknown event type: {value} (did you mean {}?)", t.as_str())
@@ -149,16 +139,14 @@ fn compiled(event_type: EventType) -> &'static Compiled {
 
     VALIDATORS[event_type.index()].get_or_init(|| {
         let schemas = SCHEMAS.get_or_init(|| {
-            serde_json::from_str(SCHEMAS_JSON)
-                .map_err(|e| format!("embedded schemas are not JSON: {e}"))
+            serde_json::from_str(SCHEMAS_JSON).map_err(|e| format!("embedded schemas are not JSON: {e}"))
         });
         let schema = schemas
             .as_ref()
             .map_err(Clone::clone)?
             .get(event_type.as_str())
             .ok_or_else(|| format!("no schema for {event_type}"))?;
-        jsonschema::validator_for(schema)
-            .map_err(|e| format!("schema for {event_type} does not compile: {e}"))
+        jsonschema::validator_for(schema).map_err(|e| format!("schema for {event_type} does not compile: {e}"))
     })
 }
 
@@ -189,9 +177,7 @@ mod tests {
 
     #[test]
     fn an_event_missing_a_required_field_is_refused_with_its_path() {
-        let err = EventType::Ping
-            .validate(&serde_json::json!({"other": 1}))
-            .unwrap_err();
+        let err = EventType::Ping.validate(&serde_json::json!({"other": 1})).unwrap_err();
 
         assert!(err.0.contains("ping_id"), "{err}");
     }
@@ -200,10 +186,7 @@ mod tests {
     fn an_unknown_event_type_suggests_the_closest_name() {
         let err = EventType::parse("tsk_created").unwrap_err();
 
-        assert_eq!(
-            err.0,
-            "unknown event type: tsk_created (did you mean task_created?)"
-        );
+        assert_eq!(err.0, "unknown event type: tsk_created (did you mean task_created?)");
         assert_eq!(
             EventType::parse("zzzzzzzzzzzzzzzzzzzzzz").unwrap_err().0,
             "unknown event type: zzzzzzzzzzzzzzzzzzzzzz"

@@ -53,8 +53,7 @@ pub fn parse_queue_body(
     defaults: &IngestDefaults,
     now: DateTime<Utc>,
 ) -> Result<Incoming, ParseError> {
-    let value: Value = serde_json::from_str(body)
-        .map_err(|e| ParseError::new(format!("body is not JSON: {e}")))?;
+    let value: Value = serde_json::from_str(body).map_err(|e| ParseError::new(format!("body is not JSON: {e}")))?;
     let fallback_id = Uuid::new_v5(&MESSAGE_ID_NAMESPACE, message_id.as_bytes());
     parse_value(value, fallback_id, defaults, now, 0)
 }
@@ -70,9 +69,8 @@ fn parse_value(
         return Err(ParseError::new("body must be a JSON object"));
     };
     if object.contains_key("kind") {
-        let task = serde_path_to_error::deserialize(value).map_err(|e| {
-            ParseError::new(format!("not a valid task: {}: {}", e.path(), e.inner()))
-        })?;
+        let task = serde_path_to_error::deserialize(value)
+            .map_err(|e| ParseError::new(format!("not a valid task: {}: {}", e.path(), e.inner())))?;
         return Ok(Incoming::Task(task));
     }
     if object.get("Type").and_then(Value::as_str) == Some("Notification") && depth == 0 {
@@ -80,8 +78,8 @@ fn parse_value(
             .get("Message")
             .and_then(Value::as_str)
             .ok_or_else(|| ParseError::new("SNS notification without a Message string"))?;
-        let inner: Value = serde_json::from_str(inner)
-            .map_err(|e| ParseError::new(format!("SNS Message is not JSON: {e}")))?;
+        let inner: Value =
+            serde_json::from_str(inner).map_err(|e| ParseError::new(format!("SNS Message is not JSON: {e}")))?;
         let id = match object.get("MessageId").and_then(Value::as_str) {
             Some(id) => Uuid::new_v5(&MESSAGE_ID_NAMESPACE, id.as_bytes()),
             None => fallback_id,
@@ -89,12 +87,9 @@ fn parse_value(
         return parse_value(inner, id, defaults, now, depth + 1);
     }
     if let (Some(detail_type), Some(detail)) = (object.get("detail-type"), object.get("detail")) {
-        let detail_type = detail_type
-            .as_str()
-            .ok_or_else(|| ParseError::new("detail-type: must be a string"))?;
+        let detail_type = detail_type.as_str().ok_or_else(|| ParseError::new("detail-type: must be a string"))?;
         let id = match object.get("id").and_then(Value::as_str) {
-            Some(id) => Uuid::parse_str(id)
-                .unwrap_or_else(|_| Uuid::new_v5(&MESSAGE_ID_NAMESPACE, id.as_bytes())),
+            Some(id) => Uuid::parse_str(id).unwrap_or_else(|_| Uuid::new_v5(&MESSAGE_ID_NAMESPACE, id.as_bytes())),
             None => fallback_id,
         };
         let time = object
@@ -133,13 +128,9 @@ pub fn parse_event_message(
         }
     })?;
     let event_type = EventType::parse(&message.event_type)?;
-    let size = serde_json::to_vec(&message.event)
-        .map(|bytes| bytes.len())
-        .unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(&message.event).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
     if size > MAX_EVENT_BYTES {
-        return Err(ParseError::new(format!(
-            "event: {size} bytes is over the {MAX_EVENT_BYTES}-byte limit"
-        )));
+        return Err(ParseError::new(format!("event: {size} bytes is over the {MAX_EVENT_BYTES}-byte limit")));
     }
     event_type.validate(&message.event)?;
     Ok(EventEnvelope {
@@ -147,9 +138,7 @@ pub fn parse_event_message(
         event_type,
         event: message.event,
         instance_id: message.instance_id.unwrap_or(defaults.instance_id),
-        instance_name: message
-            .instance_name
-            .unwrap_or_else(|| defaults.instance_name.clone()),
+        instance_name: message.instance_name.unwrap_or_else(|| defaults.instance_name.clone()),
         created_at: message.created_at.unwrap_or(now),
     })
 }
@@ -160,10 +149,7 @@ mod tests {
     use serde_json::json;
 
     fn defaults() -> IngestDefaults {
-        IngestDefaults {
-            instance_id: Uuid::nil(),
-            instance_name: "test".into(),
-        }
+        IngestDefaults { instance_id: Uuid::nil(), instance_name: "test".into() }
     }
 
     fn ping() -> Value {
@@ -197,43 +183,25 @@ mod tests {
         let sns = json!({"Type": "Notification", "MessageId": "m", "Message": plain.to_string()});
         let bridge = json!({"id": "00000000-0000-0000-0000-0000000000bb", "detail-type": "ping", "time": "2024-01-02T03:04:05Z", "detail": ping()});
 
-        let from_sns =
-            event(parse_queue_body(&sns.to_string(), "x", &defaults(), Utc::now()).unwrap());
-        let from_bridge =
-            event(parse_queue_body(&bridge.to_string(), "x", &defaults(), Utc::now()).unwrap());
+        let from_sns = event(parse_queue_body(&sns.to_string(), "x", &defaults(), Utc::now()).unwrap());
+        let from_bridge = event(parse_queue_body(&bridge.to_string(), "x", &defaults(), Utc::now()).unwrap());
 
-        assert_eq!(
-            from_sns.event_id.to_string(),
-            "00000000-0000-0000-0000-0000000000aa"
-        );
-        assert_eq!(
-            from_bridge.event_id.to_string(),
-            "00000000-0000-0000-0000-0000000000bb"
-        );
-        assert_eq!(
-            from_bridge.created_at.to_rfc3339(),
-            "2024-01-02T03:04:05+00:00"
-        );
+        assert_eq!(from_sns.event_id.to_string(), "00000000-0000-0000-0000-0000000000aa");
+        assert_eq!(from_bridge.event_id.to_string(), "00000000-0000-0000-0000-0000000000bb");
+        assert_eq!(from_bridge.created_at.to_rfc3339(), "2024-01-02T03:04:05+00:00");
         assert_eq!(from_bridge.event, ping());
     }
 
     #[test]
     fn invalid_events_are_refused_with_a_reason() {
         let cases = [
-            (
-                json!({"event_type": "tsk_created", "event": {}}),
-                "did you mean task_created",
-            ),
+            (json!({"event_type": "tsk_created", "event": {}}), "did you mean task_created"),
             (json!({"event_type": "ping", "event": {}}), "ping_id"),
             (json!({"event": {}}), "event_type"),
-            (
-                json!({"event_type": "ping", "event": ping(), "event_id": "nope"}),
-                "event_id",
-            ),
+            (json!({"event_type": "ping", "event": ping(), "event_id": "nope"}), "event_id"),
         ];
         for (body, expected) in cases {
-            let err =
-                parse_queue_body(&body.to_string(), "m", &defaults(), Utc::now()).unwrap_err();
+            let err = parse_queue_body(&body.to_string(), "m", &defaults(), Utc::now()).unwrap_err();
             assert!(err.0.contains(expected), "{body}: {err}");
         }
         assert!(parse_queue_body("not json", "m", &defaults(), Utc::now()).is_err());

@@ -4,6 +4,4 @@ mod catalog;
 mod ingest;
 
 pub use catalog::EventType;
-pub use ingest::{
-    Incoming, IngestDefaults, MAX_EVENT_BYTES, parse_event_message, parse_queue_body,
-};
+pub use ingest::{Incoming, IngestDefaults, MAX_EVENT_BYTES, parse_event_message, parse_queue_body};

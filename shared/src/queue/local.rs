@@ -19,10 +19,7 @@ pub struct LocalQueue {
 
 impl LocalQueue {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self {
-            store,
-            wake: Arc::new(Notify::new()),
-        }
+        Self { store, wake: Arc::new(Notify::new()) }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -39,15 +36,8 @@ impl LocalQueue {
 impl Queue for LocalQueue {
     async fn send(&self, message: &QueueMessage, delay: Duration) -> Result<(), QueueError> {
         let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
-        let task = PendingTask {
-            task_id: Uuid::new_v4(),
-            due_at: Utc::now() + delay,
-            body: message.to_body()?,
-        };
-        self.store
-            .put_task(&task)
-            .await
-            .map_err(|e| QueueError::Send(e.to_string()))?;
+        let task = PendingTask { task_id: Uuid::new_v4(), due_at: Utc::now() + delay, body: message.to_body()? };
+        self.store.put_task(&task).await.map_err(|e| QueueError::Send(e.to_string()))?;
         self.wake.notify_one();
         Ok(())
     }

@@ -57,8 +57,6 @@ pub struct UnconfiguredQueue;
 #[async_trait]
 impl Queue for UnconfiguredQueue {
     async fn send(&self, _message: &QueueMessage, _delay: Duration) -> Result<(), QueueError> {
-        Err(QueueError::Send(
-            "EVENTS_QUEUE_URL is not configured for this function".into(),
-        ))
+        Err(QueueError::Send("EVENTS_QUEUE_URL is not configured for this function".into()))
     }
 }

@@ -57,9 +57,7 @@ impl<'de> Deserialize<'de> for V1 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         match u32::deserialize(deserializer)? {
             1 => Ok(V1),
-            other => Err(serde::de::Error::custom(format!(
-                "unsupported task version {other}"
-            ))),
+            other => Err(serde::de::Error::custom(format!("unsupported task version {other}"))),
         }
     }
 }
@@ -79,21 +77,14 @@ mod tests {
             instance_name: "i".into(),
             created_at: chrono::DateTime::UNIX_EPOCH,
         };
-        let task = QueueTask::Deliver(DeliverTask::new(
-            WebhookId::new(),
-            DeliverReason::Ping,
-            envelope,
-        ));
+        let task = QueueTask::Deliver(DeliverTask::new(WebhookId::new(), DeliverReason::Ping, envelope));
 
         let json = serde_json::to_value(&task).unwrap();
 
         assert_eq!(json["kind"], "deliver");
         assert_eq!(json["v"], 1);
         assert_eq!(json["reason"], "ping");
-        assert_eq!(
-            serde_json::from_value::<QueueTask>(json.clone()).unwrap(),
-            task
-        );
+        assert_eq!(serde_json::from_value::<QueueTask>(json.clone()).unwrap(), task);
         let mut future = json;
         future["v"] = 2.into();
         assert!(serde_json::from_value::<QueueTask>(future).is_err());

@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::{Cursor, PageRequest, PendingTask, Store, StoreError};
 use crate::domain::{
-    Attempt, DeliveryLog, DeliveryState, EventEnvelope, SecretToken, Webhook, WebhookId,
-    WebhookName, WebhookState, WebhookUrl,
+    Attempt, DeliveryLog, DeliveryState, EventEnvelope, SecretToken, Webhook, WebhookId, WebhookName, WebhookState,
+    WebhookUrl,
 };
 use crate::events::EventType;
 
@@ -77,13 +77,7 @@ async fn a_created_webhook_reads_back_whole(store: &dyn Store) {
     let read = store.get_webhook(created.webhook_id).await.expect("get");
 
     assert_eq!(read, Some(created));
-    assert_eq!(
-        store
-            .get_webhook(WebhookId::new())
-            .await
-            .expect("get missing"),
-        None
-    );
+    assert_eq!(store.get_webhook(WebhookId::new()).await.expect("get missing"), None);
 }
 
 async fn creating_the_same_id_twice_conflicts(store: &dyn Store) {
@@ -104,31 +98,12 @@ async fn an_update_moves_subscriptions_to_the_new_event_types(store: &dyn Store)
     hook.version += 1;
     store.update_webhook(&hook).await.expect("update");
 
-    assert!(
-        store
-            .subscribers(EventType::TaskCreated)
-            .await
-            .expect("subs")
-            .is_empty()
-    );
-    let failed = store
-        .subscribers(EventType::TaskFailed)
-        .await
-        .expect("subs");
+    assert!(store.subscribers(EventType::TaskCreated).await.expect("subs").is_empty());
+    let failed = store.subscribers(EventType::TaskFailed).await.expect("subs");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].name.as_str(), "renamed");
-    assert_eq!(
-        store
-            .subscribers(EventType::JobCreated)
-            .await
-            .expect("subs")
-            .len(),
-        1
-    );
-    assert_eq!(
-        store.get_webhook(hook.webhook_id).await.expect("get"),
-        Some(hook)
-    );
+    assert_eq!(store.subscribers(EventType::JobCreated).await.expect("subs").len(), 1);
+    assert_eq!(store.get_webhook(hook.webhook_id).await.expect("get"), Some(hook));
 }
 
 async fn an_update_from_a_stale_version_conflicts(store: &dyn Store) {
@@ -145,21 +120,8 @@ async fn an_update_from_a_stale_version_conflicts(store: &dyn Store) {
     let result = store.update_webhook(&stale).await;
 
     assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
-    assert!(
-        store
-            .subscribers(EventType::NodeCreated)
-            .await
-            .expect("subs")
-            .is_empty()
-    );
-    assert_eq!(
-        store
-            .subscribers(EventType::JobCreated)
-            .await
-            .expect("subs")
-            .len(),
-        1
-    );
+    assert!(store.subscribers(EventType::NodeCreated).await.expect("subs").is_empty());
+    assert_eq!(store.subscribers(EventType::JobCreated).await.expect("subs").len(), 1);
 }
 
 async fn updating_or_deleting_a_missing_webhook_is_not_found(store: &dyn Store) {
@@ -171,13 +133,7 @@ async fn updating_or_deleting_a_missing_webhook_is_not_found(store: &dyn Store) 
 
     assert!(matches!(updated, Err(StoreError::NotFound)), "{updated:?}");
     assert!(matches!(deleted, Err(StoreError::NotFound)), "{deleted:?}");
-    assert!(
-        store
-            .subscribers(EventType::TaskCreated)
-            .await
-            .expect("subs")
-            .is_empty()
-    );
+    assert!(store.subscribers(EventType::TaskCreated).await.expect("subs").is_empty());
 }
 
 async fn a_delete_removes_the_webhook_and_its_subscriptions(store: &dyn Store) {
@@ -189,42 +145,17 @@ async fn a_delete_removes_the_webhook_and_its_subscriptions(store: &dyn Store) {
     store.delete_webhook(gone.webhook_id).await.expect("delete");
 
     assert_eq!(store.get_webhook(gone.webhook_id).await.expect("get"), None);
-    let subs = store
-        .subscribers(EventType::TaskCreated)
-        .await
-        .expect("subs");
-    assert_eq!(
-        subs.iter().map(|w| w.webhook_id).collect::<Vec<_>>(),
-        vec![kept.webhook_id]
-    );
-    assert!(
-        store
-            .subscribers(EventType::Ping)
-            .await
-            .expect("subs")
-            .is_empty()
-    );
+    let subs = store.subscribers(EventType::TaskCreated).await.expect("subs");
+    assert_eq!(subs.iter().map(|w| w.webhook_id).collect::<Vec<_>>(), vec![kept.webhook_id]);
+    assert!(store.subscribers(EventType::Ping).await.expect("subs").is_empty());
 }
 
-async fn collect_pages(
-    store: &dyn Store,
-    event_type: Option<EventType>,
-    limit: usize,
-) -> (Vec<WebhookId>, usize) {
+async fn collect_pages(store: &dyn Store, event_type: Option<EventType>, limit: usize) -> (Vec<WebhookId>, usize) {
     let mut ids = Vec::new();
     let mut pages = 0;
     let mut cursor: Option<Cursor> = None;
     loop {
-        let page = store
-            .list_webhooks(
-                event_type,
-                PageRequest {
-                    limit,
-                    cursor: cursor.take(),
-                },
-            )
-            .await
-            .expect("list");
+        let page = store.list_webhooks(event_type, PageRequest { limit, cursor: cursor.take() }).await.expect("list");
         pages += 1;
         assert!(page.items.len() <= limit, "a page holds at most the limit");
         ids.extend(page.items.iter().map(|w| w.webhook_id));
@@ -258,11 +189,8 @@ async fn listing_pages_through_every_webhook_once(store: &dyn Store) {
 async fn listing_by_event_type_pages_through_only_subscribers(store: &dyn Store) {
     let mut subscribed = HashSet::new();
     for i in 0..7 {
-        let types: &[EventType] = if i % 2 == 0 {
-            &[EventType::CrashReported, EventType::Ping]
-        } else {
-            &[EventType::Ping]
-        };
+        let types: &[EventType] =
+            if i % 2 == 0 { &[EventType::CrashReported, EventType::Ping] } else { &[EventType::Ping] };
         let hook = webhook(&format!("hook-{i}"), types);
         if i % 2 == 0 {
             subscribed.insert(hook.webhook_id);
@@ -271,28 +199,16 @@ async fn listing_by_event_type_pages_through_only_subscribers(store: &dyn Store)
     }
 
     let (ids, pages) = collect_pages(store, Some(EventType::CrashReported), 3).await;
-    let fanout = store
-        .subscribers(EventType::CrashReported)
-        .await
-        .expect("subs");
+    let fanout = store.subscribers(EventType::CrashReported).await.expect("subs");
 
     assert_eq!(ids.len(), 4);
     assert_eq!(ids.into_iter().collect::<HashSet<_>>(), subscribed);
     assert_eq!(pages, 2);
-    assert_eq!(
-        fanout
-            .into_iter()
-            .map(|w| w.webhook_id)
-            .collect::<HashSet<_>>(),
-        subscribed
-    );
+    assert_eq!(fanout.into_iter().map(|w| w.webhook_id).collect::<HashSet<_>>(), subscribed);
 }
 
 async fn a_foreign_cursor_is_refused(store: &dyn Store) {
-    let bad = PageRequest {
-        limit: 10,
-        cursor: Some(Cursor::from_client("not-a-cursor!")),
-    };
+    let bad = PageRequest { limit: 10, cursor: Some(Cursor::from_client("not-a-cursor!")) };
 
     let result = store.list_webhooks(None, bad.clone()).await;
     let logs = store.list_deliveries(WebhookId::new(), None, bad).await;
@@ -308,24 +224,12 @@ async fn a_delivery_is_inserted_once_per_webhook_and_event(store: &dyn Store) {
 
     let first = store.insert_delivery(&entry).await.expect("insert");
     let second = store.insert_delivery(&entry).await.expect("insert again");
-    let other = store
-        .insert_delivery(&other_webhook)
-        .await
-        .expect("insert other");
+    let other = store.insert_delivery(&other_webhook).await.expect("insert other");
 
     assert!(first);
     assert!(!second);
-    assert!(
-        other,
-        "the same event for another webhook is its own delivery"
-    );
-    assert_eq!(
-        store
-            .get_delivery(entry.webhook_id, entry.event_id)
-            .await
-            .expect("get"),
-        Some(entry)
-    );
+    assert!(other, "the same event for another webhook is its own delivery");
+    assert_eq!(store.get_delivery(entry.webhook_id, entry.event_id).await.expect("get"), Some(entry));
 }
 
 async fn a_delivery_update_from_a_stale_version_conflicts(store: &dyn Store) {
@@ -351,13 +255,7 @@ async fn a_delivery_update_from_a_stale_version_conflicts(store: &dyn Store) {
     let result = store.update_delivery(&stale).await;
 
     assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
-    assert_eq!(
-        store
-            .get_delivery(entry.webhook_id, entry.event_id)
-            .await
-            .expect("get"),
-        Some(succeeded)
-    );
+    assert_eq!(store.get_delivery(entry.webhook_id, entry.event_id).await.expect("get"), Some(succeeded));
 }
 
 async fn deliveries_list_newest_first_filtered_and_paginated(store: &dyn Store) {
@@ -372,75 +270,29 @@ async fn deliveries_list_newest_first_filtered_and_paginated(store: &dyn Store) 
         store.insert_delivery(&entry).await.expect("insert");
         entries.push(entry);
     }
-    store
-        .insert_delivery(&delivery(WebhookId::new(), start))
-        .await
-        .expect("other webhook");
+    store.insert_delivery(&delivery(WebhookId::new(), start)).await.expect("other webhook");
 
-    let first = store
-        .list_deliveries(
-            webhook_id,
-            None,
-            PageRequest {
-                limit: 3,
-                cursor: None,
-            },
-        )
-        .await
-        .expect("page 1");
+    let first = store.list_deliveries(webhook_id, None, PageRequest { limit: 3, cursor: None }).await.expect("page 1");
     let second = store
-        .list_deliveries(
-            webhook_id,
-            None,
-            PageRequest {
-                limit: 3,
-                cursor: first.next.clone(),
-            },
-        )
+        .list_deliveries(webhook_id, None, PageRequest { limit: 3, cursor: first.next.clone() })
         .await
         .expect("page 2");
     let failed = store
-        .list_deliveries(
-            webhook_id,
-            Some(DeliveryState::Failed),
-            PageRequest {
-                limit: 1,
-                cursor: None,
-            },
-        )
+        .list_deliveries(webhook_id, Some(DeliveryState::Failed), PageRequest { limit: 1, cursor: None })
         .await
         .expect("failed");
     let failed_rest = store
-        .list_deliveries(
-            webhook_id,
-            Some(DeliveryState::Failed),
-            PageRequest {
-                limit: 5,
-                cursor: failed.next.clone(),
-            },
-        )
+        .list_deliveries(webhook_id, Some(DeliveryState::Failed), PageRequest { limit: 5, cursor: failed.next.clone() })
         .await
         .expect("failed rest");
 
     let newest_first: Vec<Uuid> = entries.iter().rev().map(|e| e.event_id).collect();
-    let listed: Vec<Uuid> = first
-        .items
-        .iter()
-        .chain(&second.items)
-        .map(|e| e.event_id)
-        .collect();
+    let listed: Vec<Uuid> = first.items.iter().chain(&second.items).map(|e| e.event_id).collect();
     assert_eq!(listed, newest_first);
     assert!(second.next.is_none());
     assert_eq!(failed.items.len(), 1);
     assert_eq!(failed.items[0].event_id, entries[3].event_id);
-    assert_eq!(
-        failed_rest
-            .items
-            .iter()
-            .map(|e| e.event_id)
-            .collect::<Vec<_>>(),
-        vec![entries[1].event_id]
-    );
+    assert_eq!(failed_rest.items.iter().map(|e| e.event_id).collect::<Vec<_>>(), vec![entries[1].event_id]);
     assert!(failed_rest.next.is_none());
 }
 
@@ -456,38 +308,17 @@ async fn deliveries_since_returns_only_that_state_after_the_time(store: &dyn Sto
         store.insert_delivery(entry).await.expect("insert");
     }
 
-    let found = store
-        .deliveries_since(
-            webhook_id,
-            DeliveryState::Failed,
-            start + Duration::hours(1),
-        )
-        .await
-        .expect("since");
+    let found =
+        store.deliveries_since(webhook_id, DeliveryState::Failed, start + Duration::hours(1)).await.expect("since");
 
-    assert_eq!(
-        found.iter().map(|e| e.event_id).collect::<Vec<_>>(),
-        vec![new_failed.event_id]
-    );
+    assert_eq!(found.iter().map(|e| e.event_id).collect::<Vec<_>>(), vec![new_failed.event_id]);
 }
 
 async fn tasks_come_due_in_order_and_go_when_deleted(store: &dyn Store) {
     let now = Utc::now();
-    let later = PendingTask {
-        task_id: Uuid::new_v4(),
-        due_at: now + Duration::seconds(30),
-        body: "later".into(),
-    };
-    let soon = PendingTask {
-        task_id: Uuid::new_v4(),
-        due_at: now - Duration::seconds(1),
-        body: "soon".into(),
-    };
-    let sooner = PendingTask {
-        task_id: Uuid::new_v4(),
-        due_at: now - Duration::seconds(5),
-        body: "sooner".into(),
-    };
+    let later = PendingTask { task_id: Uuid::new_v4(), due_at: now + Duration::seconds(30), body: "later".into() };
+    let soon = PendingTask { task_id: Uuid::new_v4(), due_at: now - Duration::seconds(1), body: "soon".into() };
+    let sooner = PendingTask { task_id: Uuid::new_v4(), due_at: now - Duration::seconds(5), body: "sooner".into() };
     for task in [&later, &soon, &sooner] {
         store.put_task(task).await.expect("put");
     }
@@ -499,17 +330,8 @@ async fn tasks_come_due_in_order_and_go_when_deleted(store: &dyn Store) {
     let after = store.due_tasks(now, 10).await.expect("due after delete");
     let next_after = store.next_task_due().await.expect("next after delete");
 
-    assert_eq!(
-        due.iter().map(|t| t.body.as_str()).collect::<Vec<_>>(),
-        vec!["sooner", "soon"]
-    );
-    assert_eq!(
-        next_due.map(|t| t.timestamp_millis()),
-        Some(sooner.due_at.timestamp_millis())
-    );
+    assert_eq!(due.iter().map(|t| t.body.as_str()).collect::<Vec<_>>(), vec!["sooner", "soon"]);
+    assert_eq!(next_due.map(|t| t.timestamp_millis()), Some(sooner.due_at.timestamp_millis()));
     assert!(after.is_empty());
-    assert_eq!(
-        next_after.map(|t| t.timestamp_millis()),
-        Some(later.due_at.timestamp_millis())
-    );
+    assert_eq!(next_after.map(|t| t.timestamp_millis()), Some(later.due_at.timestamp_millis()));
 }

@@ -20,9 +20,7 @@ impl Cursor {
     }
 
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, StoreError> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(&self.0)
-            .map_err(|_| StoreError::BadCursor)?;
+        let bytes = URL_SAFE_NO_PAD.decode(&self.0).map_err(|_| StoreError::BadCursor)?;
         serde_json::from_slice(&bytes).map_err(|_| StoreError::BadCursor)
     }
 

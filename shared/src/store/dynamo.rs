@@ -47,10 +47,9 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex, IndexStatus,
-    KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
-    ScalarAttributeType, TableDescription, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
-    TransactWriteItem,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex, IndexStatus, KeySchemaElement,
+    KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ScalarAttributeType, TableDescription, TableStatus,
+    TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem,
 };
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -148,21 +147,13 @@ TimeToLiveSpecification:
                 .map_err(backend)
         };
         let key = |name: &str, key_type: KeyType| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(key_type)
-                .build()
-                .map_err(backend)
+            KeySchemaElement::builder().attribute_name(name).key_type(key_type).build().map_err(backend)
         };
         let index = GlobalSecondaryIndex::builder()
             .index_name(Self::INDEX_NAME)
             .key_schema(key(Self::INDEX_PARTITION_KEY, KeyType::Hash)?)
             .key_schema(key(Self::INDEX_SORT_KEY, KeyType::Range)?)
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::All)
-                    .build(),
-            )
+            .projection(Projection::builder().projection_type(ProjectionType::All).build())
             .build()
             .map_err(backend)?;
         let created = client
@@ -180,10 +171,7 @@ TimeToLiveSpecification:
             .await;
         if let Err(err) = created {
             // A second local start or a rerun finds the table there; its shape is checked below.
-            if !err
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_in_use_exception())
-            {
+            if !err.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) {
                 return Err(backend(err));
             }
         }
@@ -195,22 +183,13 @@ TimeToLiveSpecification:
         let deadline = tokio::time::Instant::now() + TABLE_READY_TIMEOUT;
         let mut pause = Duration::from_millis(100);
         loop {
-            let described = client
-                .describe_table()
-                .table_name(table_name)
-                .send()
-                .await
-                .map_err(backend)?;
-            let table = described.table.ok_or_else(|| {
-                StoreError::Backend(format!(
-                    "DescribeTable returned no description of {table_name}"
-                ))
-            })?;
+            let described = client.describe_table().table_name(table_name).send().await.map_err(backend)?;
+            let table = described
+                .table
+                .ok_or_else(|| StoreError::Backend(format!("DescribeTable returned no description of {table_name}")))?;
             Self::check_shape(&table, table_name)?;
-            let indexes_active = table
-                .global_secondary_indexes()
-                .iter()
-                .all(|index| index.index_status() == Some(&IndexStatus::Active));
+            let indexes_active =
+                table.global_secondary_indexes().iter().all(|index| index.index_status() == Some(&IndexStatus::Active));
             if table.table_status() == Some(&TableStatus::Active) && indexes_active {
                 return Ok(());
             }
@@ -229,22 +208,16 @@ TimeToLiveSpecification:
     /// say what is wrong once, at start.
     fn check_shape(table: &TableDescription, table_name: &str) -> Result<(), StoreError> {
         let keys = |schema: &[KeySchemaElement]| {
-            schema
-                .iter()
-                .map(|k| (k.attribute_name().to_owned(), k.key_type().clone()))
-                .collect::<Vec<_>>()
+            schema.iter().map(|k| (k.attribute_name().to_owned(), k.key_type().clone())).collect::<Vec<_>>()
         };
-        let expected_keys = vec![
-            (Self::PARTITION_KEY.to_owned(), KeyType::Hash),
-            (Self::SORT_KEY.to_owned(), KeyType::Range),
-        ];
+        let expected_keys =
+            vec![(Self::PARTITION_KEY.to_owned(), KeyType::Hash), (Self::SORT_KEY.to_owned(), KeyType::Range)];
         let expected_index_keys = vec![
             (Self::INDEX_PARTITION_KEY.to_owned(), KeyType::Hash),
             (Self::INDEX_SORT_KEY.to_owned(), KeyType::Range),
         ];
         let index_ok = table.global_secondary_indexes().iter().any(|index| {
-            index.index_name() == Some(Self::INDEX_NAME)
-                && keys(index.key_schema()) == expected_index_keys
+            index.index_name() == Some(Self::INDEX_NAME) && keys(index.key_schema()) == expected_index_keys
         });
         if keys(table.key_schema()) == expected_keys && index_ok {
             Ok(())
@@ -257,17 +230,9 @@ TimeToLiveSpecification:
     }
 
     async fn enable_ttl(client: &Client, table_name: &str) -> Result<(), StoreError> {
-        let described = client
-            .describe_time_to_live()
-            .table_name(table_name)
-            .send()
-            .await
-            .map_err(backend)?;
+        let described = client.describe_time_to_live().table_name(table_name).send().await.map_err(backend)?;
         if let Some(ttl) = described.time_to_live_description() {
-            let on = matches!(
-                ttl.time_to_live_status(),
-                Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
-            );
+            let on = matches!(ttl.time_to_live_status(), Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling));
             match ttl.attribute_name() {
                 Some(name) if on && name == Self::TTL_ATTRIBUTE => return Ok(()),
                 Some(other) if on => {
@@ -303,10 +268,7 @@ pub struct DynamoStore {
 
 impl DynamoStore {
     pub fn new(client: Client, table_name: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table_name.into(),
-        }
+        Self { client, table: table_name.into() }
     }
 }
 
@@ -323,38 +285,23 @@ struct Key {
 
 impl Key {
     fn webhook(id: WebhookId) -> Self {
-        Self {
-            pk: WEBHOOKS_PARTITION.to_owned(),
-            sk: webhook_sort(id),
-        }
+        Self { pk: WEBHOOKS_PARTITION.to_owned(), sk: webhook_sort(id) }
     }
 
     fn subscription(event_type: EventType, id: WebhookId) -> Self {
-        Self {
-            pk: subscription_partition(event_type),
-            sk: webhook_sort(id),
-        }
+        Self { pk: subscription_partition(event_type), sk: webhook_sort(id) }
     }
 
     fn log(webhook_id: WebhookId, event_id: Uuid) -> Self {
-        Self {
-            pk: log_partition(webhook_id),
-            sk: format!("EVENT#{event_id}"),
-        }
+        Self { pk: log_partition(webhook_id), sk: format!("EVENT#{event_id}") }
     }
 
     fn task(sort: String) -> Self {
-        Self {
-            pk: TASKS_PARTITION.to_owned(),
-            sk: sort,
-        }
+        Self { pk: TASKS_PARTITION.to_owned(), sk: sort }
     }
 
     fn task_pointer(task_id: Uuid) -> Self {
-        Self {
-            pk: format!("TASK#{task_id}"),
-            sk: TASK_POINTER_SORT.to_owned(),
-        }
+        Self { pk: format!("TASK#{task_id}"), sk: TASK_POINTER_SORT.to_owned() }
     }
 }
 
@@ -371,12 +318,7 @@ struct IndexedKey {
 impl IndexedKey {
     fn log(entry: &DeliveryLog) -> Self {
         let Key { pk, sk } = Key::log(entry.webhook_id, entry.event_id);
-        Self {
-            gsi1pk: pk.clone(),
-            gsi1sk: format!("{}#{}", time_key(entry.created_at), entry.event_id),
-            pk,
-            sk,
-        }
+        Self { gsi1pk: pk.clone(), gsi1sk: format!("{}#{}", time_key(entry.created_at), entry.event_id), pk, sk }
     }
 }
 
@@ -391,11 +333,7 @@ struct Keyed<T> {
 
 impl<T> Keyed<T> {
     fn new(key: Key, record: T) -> Self {
-        Self {
-            pk: key.pk,
-            sk: key.sk,
-            record,
-        }
+        Self { pk: key.pk, sk: key.sk, record }
     }
 }
 
@@ -412,13 +350,7 @@ struct Indexed<T> {
 
 impl<T> Indexed<T> {
     fn new(key: IndexedKey, record: T) -> Self {
-        Self {
-            pk: key.pk,
-            sk: key.sk,
-            gsi1pk: key.gsi1pk,
-            gsi1sk: key.gsi1sk,
-            record,
-        }
+        Self { pk: key.pk, sk: key.sk, gsi1pk: key.gsi1pk, gsi1sk: key.gsi1sk, record }
     }
 }
 
@@ -514,21 +446,14 @@ struct Condition {
 
 impl Condition {
     fn absent() -> Self {
-        Self {
-            expression: "attribute_not_exists(pk)",
-            names: None,
-            values: None,
-        }
+        Self { expression: "attribute_not_exists(pk)", names: None, values: None }
     }
 
     /// Also false when the item is missing, so it doubles as an existence check.
     fn equals(attribute: &str, value: AttributeValue) -> Self {
         Self {
             expression: "#attribute = :expected",
-            names: Some(HashMap::from([(
-                "#attribute".to_owned(),
-                attribute.to_owned(),
-            )])),
+            names: Some(HashMap::from([("#attribute".to_owned(), attribute.to_owned())])),
             values: Some(HashMap::from([(":expected".to_owned(), value)])),
         }
     }
@@ -574,9 +499,7 @@ impl PartitionQuery {
             // `state` is a DynamoDB reserved word.
             query.filter = Some("#state = :state");
             query.names = Some(HashMap::from([("#state".to_owned(), "state".to_owned())]));
-            query
-                .values
-                .insert(":state".to_owned(), string(state.as_str()));
+            query.values.insert(":state".to_owned(), string(state.as_str()));
         }
         query
     }
@@ -618,13 +541,7 @@ impl DynamoStore {
             .await;
         match written {
             Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
             Err(err) => Err(backend(err)),
         }
     }
@@ -653,10 +570,7 @@ impl DynamoStore {
             .send()
             .await
             .map_err(backend)?;
-        Ok((
-            output.items.unwrap_or_default(),
-            output.last_evaluated_key.filter(|key| !key.is_empty()),
-        ))
+        Ok((output.items.unwrap_or_default(), output.last_evaluated_key.filter(|key| !key.is_empty())))
     }
 
     async fn query_all(&self, query: &PartitionQuery) -> Result<Vec<Item>, StoreError> {
@@ -676,31 +590,14 @@ impl DynamoStore {
     async fn webhooks_by_id(&self, ids: &[WebhookId]) -> Result<Vec<Webhook>, StoreError> {
         let mut found = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(BATCH_GET_MAX_KEYS) {
-            let keys = chunk
-                .iter()
-                .map(|id| encode(&Key::webhook(*id)))
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut pending = Some(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(backend)?,
-            );
+            let keys = chunk.iter().map(|id| encode(&Key::webhook(*id))).collect::<Result<Vec<_>, _>>()?;
+            let mut pending =
+                Some(KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true).build().map_err(backend)?);
             let mut retries = 0;
             while let Some(request) = pending.take() {
-                let output = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(backend)?;
-                for item in output
-                    .responses
-                    .and_then(|mut r| r.remove(&self.table))
-                    .unwrap_or_default()
-                {
+                let output =
+                    self.client.batch_get_item().request_items(&self.table, request).send().await.map_err(backend)?;
+                for item in output.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
                     let webhook = decode::<Keyed<Webhook>>(item)?.record;
                     found.insert(webhook.webhook_id, webhook);
                 }
@@ -723,11 +620,7 @@ impl DynamoStore {
         Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
 
-    fn put_write(
-        &self,
-        item: Item,
-        condition: Option<Condition>,
-    ) -> Result<TransactWriteItem, StoreError> {
+    fn put_write(&self, item: Item, condition: Option<Condition>) -> Result<TransactWriteItem, StoreError> {
         let mut put = Put::builder().table_name(&self.table).set_item(Some(item));
         if let Some(condition) = condition {
             put = put
@@ -735,28 +628,18 @@ impl DynamoStore {
                 .set_expression_attribute_names(condition.names)
                 .set_expression_attribute_values(condition.values);
         }
-        Ok(TransactWriteItem::builder()
-            .put(put.build().map_err(backend)?)
-            .build())
+        Ok(TransactWriteItem::builder().put(put.build().map_err(backend)?).build())
     }
 
-    fn delete_write(
-        &self,
-        key: &Key,
-        condition: Option<Condition>,
-    ) -> Result<TransactWriteItem, StoreError> {
-        let mut delete = Delete::builder()
-            .table_name(&self.table)
-            .set_key(Some(encode(key)?));
+    fn delete_write(&self, key: &Key, condition: Option<Condition>) -> Result<TransactWriteItem, StoreError> {
+        let mut delete = Delete::builder().table_name(&self.table).set_key(Some(encode(key)?));
         if let Some(condition) = condition {
             delete = delete
                 .condition_expression(condition.expression)
                 .set_expression_attribute_names(condition.names)
                 .set_expression_attribute_values(condition.values);
         }
-        Ok(TransactWriteItem::builder()
-            .delete(delete.build().map_err(backend)?)
-            .build())
+        Ok(TransactWriteItem::builder().delete(delete.build().map_err(backend)?).build())
     }
 
     fn subscription_write(
@@ -764,36 +647,19 @@ impl DynamoStore {
         event_type: EventType,
         webhook_id: WebhookId,
     ) -> Result<TransactWriteItem, StoreError> {
-        let item = encode(&Keyed::new(
-            Key::subscription(event_type, webhook_id),
-            Subscription {
-                webhook_id,
-                event_type,
-            },
-        ))?;
+        let item =
+            encode(&Keyed::new(Key::subscription(event_type, webhook_id), Subscription { webhook_id, event_type }))?;
         self.put_write(item, None)
     }
 
     /// The SDK gives every call an idempotency token, so its own retries of a transaction that
     /// did commit succeed rather than trip over their own conditions.
     async fn transact(&self, writes: Vec<TransactWriteItem>) -> Result<(), TransactFailure> {
-        let Err(err) = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(writes))
-            .send()
-            .await
-        else {
+        let Err(err) = self.client.transact_write_items().set_transact_items(Some(writes)).send().await else {
             return Ok(());
         };
-        if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-            err.as_service_error()
-        {
-            let codes: Vec<&str> = cancelled
-                .cancellation_reasons()
-                .iter()
-                .filter_map(|reason| reason.code())
-                .collect();
+        if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = err.as_service_error() {
+            let codes: Vec<&str> = cancelled.cancellation_reasons().iter().filter_map(|reason| reason.code()).collect();
             if codes.contains(&"ConditionalCheckFailed") {
                 return Err(TransactFailure::Condition);
             }
@@ -835,19 +701,15 @@ impl DynamoStore {
 impl Store for DynamoStore {
     async fn create_webhook(&self, webhook: &Webhook) -> Result<(), StoreError> {
         let id = webhook.webhook_id;
-        let mut writes = vec![self.put_write(
-            encode(&Keyed::new(Key::webhook(id), webhook))?,
-            Some(Condition::absent()),
-        )?];
+        let mut writes =
+            vec![self.put_write(encode(&Keyed::new(Key::webhook(id), webhook))?, Some(Condition::absent()))?];
         // A set: one transaction may not touch the same subscription item twice.
         for event_type in webhook.event_types.iter().copied().collect::<BTreeSet<_>>() {
             writes.push(self.subscription_write(event_type, id)?);
         }
         match self.transact(writes).await {
             Ok(()) => Ok(()),
-            Err(TransactFailure::Condition | TransactFailure::Contention) => {
-                Err(StoreError::Conflict)
-            }
+            Err(TransactFailure::Condition | TransactFailure::Contention) => Err(StoreError::Conflict),
             Err(TransactFailure::Backend(err)) => Err(err),
         }
     }
@@ -870,10 +732,9 @@ impl Store for DynamoStore {
         }
         let before: BTreeSet<EventType> = current.event_types.iter().copied().collect();
         let after: BTreeSet<EventType> = webhook.event_types.iter().copied().collect();
-        let mut writes = vec![self.put_write(
-            encode(&Keyed::new(Key::webhook(id), webhook))?,
-            Some(Condition::version_is(expected)),
-        )?];
+        let mut writes = vec![
+            self.put_write(encode(&Keyed::new(Key::webhook(id), webhook))?, Some(Condition::version_is(expected)))?,
+        ];
         for removed in before.difference(&after) {
             writes.push(self.delete_write(&Key::subscription(*removed, id), None)?);
         }
@@ -882,12 +743,10 @@ impl Store for DynamoStore {
         }
         match self.transact(writes).await {
             Ok(()) => Ok(()),
-            Err(TransactFailure::Condition | TransactFailure::Contention) => {
-                match self.get_webhook(id).await? {
-                    None => Err(StoreError::NotFound),
-                    Some(_) => Err(StoreError::Conflict),
-                }
-            }
+            Err(TransactFailure::Condition | TransactFailure::Contention) => match self.get_webhook(id).await? {
+                None => Err(StoreError::NotFound),
+                Some(_) => Err(StoreError::Conflict),
+            },
             Err(TransactFailure::Backend(err)) => Err(err),
         }
     }
@@ -896,10 +755,7 @@ impl Store for DynamoStore {
         // The caller holds no version, so a concurrent update only means: read again, retry.
         for _ in 0..MAX_CONTENDED_ATTEMPTS {
             let current = self.get_webhook(id).await?.ok_or(StoreError::NotFound)?;
-            let mut writes = vec![self.delete_write(
-                &Key::webhook(id),
-                Some(Condition::version_is(current.version)),
-            )?];
+            let mut writes = vec![self.delete_write(&Key::webhook(id), Some(Condition::version_is(current.version)))?];
             for event_type in current.event_types.iter().copied().collect::<BTreeSet<_>>() {
                 writes.push(self.delete_write(&Key::subscription(event_type, id), None)?);
             }
@@ -921,24 +777,15 @@ impl Store for DynamoStore {
             Some(event_type) => subscription_partition(event_type),
             None => WEBHOOKS_PARTITION.to_owned(),
         };
-        let mut start = page
-            .cursor
-            .as_ref()
-            .map(|cursor| Self::webhook_list_start(cursor, &partition))
-            .transpose()?;
+        let mut start = page.cursor.as_ref().map(|cursor| Self::webhook_list_start(cursor, &partition)).transpose()?;
         if page.limit == 0 {
-            return Ok(Page {
-                items: Vec::new(),
-                next: None,
-            });
+            return Ok(Page { items: Vec::new(), next: None });
         }
         let wanted = page.limit.saturating_add(1);
         let query = PartitionQuery::table(&partition);
         let mut found: Vec<Webhook> = Vec::new();
         loop {
-            let (items, last) = self
-                .query_page(&query, start, Some(wanted - found.len()))
-                .await?;
+            let (items, last) = self.query_page(&query, start, Some(wanted - found.len())).await?;
             match event_type {
                 None => {
                     for item in items {
@@ -948,18 +795,12 @@ impl Store for DynamoStore {
                 Some(event_type) => {
                     let ids = items
                         .into_iter()
-                        .map(|item| {
-                            decode::<Keyed<Subscription>>(item).map(|keyed| keyed.record.webhook_id)
-                        })
+                        .map(|item| decode::<Keyed<Subscription>>(item).map(|keyed| keyed.record.webhook_id))
                         .collect::<Result<Vec<_>, _>>()?;
                     // A webhook deleted or moved between the two reads is left out, not
                     // shown under a type it no longer has.
                     let webhooks = self.webhooks_by_id(&ids).await?;
-                    found.extend(
-                        webhooks
-                            .into_iter()
-                            .filter(|w| w.event_types.contains(&event_type)),
-                    );
+                    found.extend(webhooks.into_iter().filter(|w| w.event_types.contains(&event_type)));
                 }
             }
             if found.len() >= wanted {
@@ -971,10 +812,7 @@ impl Store for DynamoStore {
             }
         }
         paginate(found, page.limit, |webhook| {
-            Cursor::encode(&Key {
-                pk: partition.clone(),
-                sk: webhook_sort(webhook.webhook_id),
-            })
+            Cursor::encode(&Key { pk: partition.clone(), sk: webhook_sort(webhook.webhook_id) })
         })
     }
 
@@ -986,25 +824,14 @@ impl Store for DynamoStore {
             .map(|item| decode::<Keyed<Subscription>>(item).map(|keyed| keyed.record.webhook_id))
             .collect::<Result<Vec<_>, _>>()?;
         let webhooks = self.webhooks_by_id(&ids).await?;
-        Ok(webhooks
-            .into_iter()
-            .filter(|webhook| webhook.event_types.contains(&event_type))
-            .collect())
+        Ok(webhooks.into_iter().filter(|webhook| webhook.event_types.contains(&event_type)).collect())
     }
 
     async fn insert_delivery(&self, entry: &DeliveryLog) -> Result<bool, StoreError> {
-        self.put_item(
-            encode(&Indexed::new(IndexedKey::log(entry), entry))?,
-            Condition::absent(),
-        )
-        .await
+        self.put_item(encode(&Indexed::new(IndexedKey::log(entry), entry))?, Condition::absent()).await
     }
 
-    async fn get_delivery(
-        &self,
-        webhook_id: WebhookId,
-        event_id: Uuid,
-    ) -> Result<Option<DeliveryLog>, StoreError> {
+    async fn get_delivery(&self, webhook_id: WebhookId, event_id: Uuid) -> Result<Option<DeliveryLog>, StoreError> {
         self.get_item(&Key::log(webhook_id, event_id))
             .await?
             .map(|item| decode::<Indexed<DeliveryLog>>(item).map(|indexed| indexed.record))
@@ -1014,11 +841,7 @@ impl Store for DynamoStore {
     async fn update_delivery(&self, entry: &DeliveryLog) -> Result<(), StoreError> {
         let expected = entry.version.checked_sub(1).ok_or(StoreError::Conflict)?;
         let item = encode(&Indexed::new(IndexedKey::log(entry), entry))?;
-        if self.put_item(item, Condition::version_is(expected)).await? {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict)
-        }
+        if self.put_item(item, Condition::version_is(expected)).await? { Ok(()) } else { Err(StoreError::Conflict) }
     }
 
     async fn list_deliveries(
@@ -1027,27 +850,16 @@ impl Store for DynamoStore {
         state: Option<DeliveryState>,
         page: PageRequest,
     ) -> Result<Page<DeliveryLog>, StoreError> {
-        let mut start = page
-            .cursor
-            .as_ref()
-            .map(|cursor| Self::log_list_start(cursor, webhook_id))
-            .transpose()?;
+        let mut start = page.cursor.as_ref().map(|cursor| Self::log_list_start(cursor, webhook_id)).transpose()?;
         if page.limit == 0 {
-            return Ok(Page {
-                items: Vec::new(),
-                next: None,
-            });
+            return Ok(Page { items: Vec::new(), next: None });
         }
         let wanted = page.limit.saturating_add(1);
         let query = PartitionQuery::logs(webhook_id, state, false);
         let mut found: Vec<DeliveryLog> = Vec::new();
         loop {
             let missing = wanted - found.len();
-            let batch = if state.is_some() {
-                missing.max(FILTERED_READ_BATCH)
-            } else {
-                missing
-            };
+            let batch = if state.is_some() { missing.max(FILTERED_READ_BATCH) } else { missing };
             let (items, last) = self.query_page(&query, start, Some(batch)).await?;
             for item in items {
                 found.push(decode::<Indexed<DeliveryLog>>(item)?.record);
@@ -1060,9 +872,7 @@ impl Store for DynamoStore {
                 None => break,
             }
         }
-        paginate(found, page.limit, |entry| {
-            Cursor::encode(&IndexedKey::log(entry))
-        })
+        paginate(found, page.limit, |entry| Cursor::encode(&IndexedKey::log(entry)))
     }
 
     async fn deliveries_since(
@@ -1074,9 +884,7 @@ impl Store for DynamoStore {
         let mut query = PartitionQuery::logs(webhook_id, Some(state), true);
         // An entry at exactly `since` has a longer key with the same prefix, so `>=` keeps it.
         query.key_condition = "gsi1pk = :pk AND gsi1sk >= :since";
-        query
-            .values
-            .insert(":since".to_owned(), string(time_key(since)));
+        query.values.insert(":since".to_owned(), string(time_key(since)));
         self.query_all(&query)
             .await?
             .into_iter()
@@ -1086,11 +894,7 @@ impl Store for DynamoStore {
 
     async fn put_task(&self, task: &PendingTask) -> Result<(), StoreError> {
         let sort = task_sort(task);
-        let record = TaskRecord {
-            task_id: task.task_id,
-            due_at: task.due_at,
-            body: task.body.clone(),
-        };
+        let record = TaskRecord { task_id: task.task_id, due_at: task.due_at, body: task.body.clone() };
         for _ in 0..MAX_CONTENDED_ATTEMPTS {
             // Putting a task again reschedules it: the item under its old due time must go.
             let pointer = self.task_pointer(task.task_id).await?;
@@ -1101,12 +905,7 @@ impl Store for DynamoStore {
             let mut writes = vec![
                 self.put_write(encode(&Keyed::new(Key::task(sort.clone()), &record))?, None)?,
                 self.put_write(
-                    encode(&Keyed::new(
-                        Key::task_pointer(task.task_id),
-                        TaskPointer {
-                            task_sk: sort.clone(),
-                        },
-                    ))?,
+                    encode(&Keyed::new(Key::task_pointer(task.task_id), TaskPointer { task_sk: sort.clone() }))?,
                     Some(pointer_unchanged),
                 )?,
             ];
@@ -1122,11 +921,7 @@ impl Store for DynamoStore {
         Err(StoreError::Conflict)
     }
 
-    async fn due_tasks(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<PendingTask>, StoreError> {
+    async fn due_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<PendingTask>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -1134,23 +929,15 @@ impl Store for DynamoStore {
         // `~` sorts after every character of a UUID, so the bound takes in all of `now`'s
         // microsecond; the exact comparison below drops the sub-microsecond late ones.
         query.key_condition = "pk = :pk AND sk <= :due";
-        query
-            .values
-            .insert(":due".to_owned(), string(format!("{}#~", due_key(now))));
+        query.values.insert(":due".to_owned(), string(format!("{}#~", due_key(now))));
         let mut due = Vec::new();
         let mut start = None;
         loop {
-            let (items, last) = self
-                .query_page(&query, start, Some(limit - due.len()))
-                .await?;
+            let (items, last) = self.query_page(&query, start, Some(limit - due.len())).await?;
             for item in items {
                 let task = decode::<Keyed<TaskRecord>>(item)?.record;
                 if task.due_at <= now {
-                    due.push(PendingTask {
-                        task_id: task.task_id,
-                        due_at: task.due_at,
-                        body: task.body,
-                    });
+                    due.push(PendingTask { task_id: task.task_id, due_at: task.due_at, body: task.body });
                 }
             }
             match last {
@@ -1161,9 +948,7 @@ impl Store for DynamoStore {
     }
 
     async fn next_task_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let (items, _) = self
-            .query_page(&PartitionQuery::table(TASKS_PARTITION), None, Some(1))
-            .await?;
+        let (items, _) = self.query_page(&PartitionQuery::table(TASKS_PARTITION), None, Some(1)).await?;
         items
             .into_iter()
             .next()

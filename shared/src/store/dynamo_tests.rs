@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_dynamodb::config::{
-    BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents,
-};
+use aws_sdk_dynamodb::config::{BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents};
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType, TimeToLiveStatus};
 use chrono::{Duration, Utc};
 use serde_json::json;
@@ -23,14 +21,11 @@ use crate::store::{PageRequest, PendingTask, Store, StoreError};
 /// The emulator's address. A missing emulator fails the test rather than skipping it: a
 /// skipped adapter test reads as a passing one.
 fn emulator_url() -> String {
-    let url =
-        std::env::var("WEBHOOKS_TEST_MOTO_URL").or_else(|_| std::env::var("AWS_ENDPOINT_URL"));
+    let url = std::env::var("WEBHOOKS_TEST_MOTO_URL").or_else(|_| std::env::var("AWS_ENDPOINT_URL"));
     match url {
         Ok(url) if !url.trim().is_empty() => url,
         _ if std::env::var_os("CI").is_some() => {
-            panic!(
-                "CI must run a DynamoDB emulator: set WEBHOOKS_TEST_MOTO_URL or AWS_ENDPOINT_URL (see scripts/test)"
-            )
+            panic!("CI must run a DynamoDB emulator: set WEBHOOKS_TEST_MOTO_URL or AWS_ENDPOINT_URL (see scripts/test)")
         }
         _ => panic!(
             "no DynamoDB emulator: run scripts/test, or start `.venv/bin/moto_server -p 5055` and set \
@@ -59,19 +54,12 @@ fn client() -> Client {
 
 async fn fresh_table(client: &Client) -> String {
     let table = format!("webhooks-test-{}", Uuid::new_v4());
-    TableDefinition::create(client, &table)
-        .await
-        .expect("create table");
+    TableDefinition::create(client, &table).await.expect("create table");
     table
 }
 
 async fn drop_table(client: &Client, table: &str) {
-    client
-        .delete_table()
-        .table_name(table)
-        .send()
-        .await
-        .expect("delete table");
+    client.delete_table().table_name(table).send().await.expect("delete table");
 }
 
 /// Records the DynamoDB operation of every request sent, read from its `X-Amz-Target`.
@@ -146,15 +134,9 @@ async fn subscribers_are_found_by_a_query_of_their_partition_not_a_scan() {
     }
     log.take();
 
-    let found = store
-        .subscribers(EventType::TaskStopped)
-        .await
-        .expect("subscribers");
+    let found = store.subscribers(EventType::TaskStopped).await.expect("subscribers");
 
-    assert_eq!(
-        found.iter().map(|w| w.webhook_id).collect::<HashSet<_>>(),
-        subscribed
-    );
+    assert_eq!(found.iter().map(|w| w.webhook_id).collect::<HashSet<_>>(), subscribed);
     assert_eq!(found.len(), 3);
     assert_eq!(log.take(), vec!["Query", "BatchGetItem"]);
     drop_table(&client, &table).await;
@@ -165,37 +147,16 @@ async fn a_created_table_has_the_documented_keys_index_and_ttl_and_creating_it_a
     let client = client();
     let table = fresh_table(&client).await;
 
-    TableDefinition::create(&client, &table)
-        .await
-        .expect("create again");
-    let described = client
-        .describe_table()
-        .table_name(&table)
-        .send()
-        .await
-        .expect("describe")
-        .table
-        .expect("table");
-    let ttl = client
-        .describe_time_to_live()
-        .table_name(&table)
-        .send()
-        .await
-        .expect("ttl");
+    TableDefinition::create(&client, &table).await.expect("create again");
+    let described = client.describe_table().table_name(&table).send().await.expect("describe").table.expect("table");
+    let ttl = client.describe_time_to_live().table_name(&table).send().await.expect("ttl");
 
-    let keys: Vec<(&str, KeyType)> = described
-        .key_schema()
-        .iter()
-        .map(|k| (k.attribute_name(), k.key_type().clone()))
-        .collect();
+    let keys: Vec<(&str, KeyType)> =
+        described.key_schema().iter().map(|k| (k.attribute_name(), k.key_type().clone())).collect();
     assert_eq!(keys, vec![("pk", KeyType::Hash), ("sk", KeyType::Range)]);
     let index = &described.global_secondary_indexes()[0];
     assert_eq!(index.index_name(), Some(TableDefinition::INDEX_NAME));
-    let index_keys: Vec<&str> = index
-        .key_schema()
-        .iter()
-        .map(|k| k.attribute_name())
-        .collect();
+    let index_keys: Vec<&str> = index.key_schema().iter().map(|k| k.attribute_name()).collect();
     assert_eq!(index_keys, vec!["gsi1pk", "gsi1sk"]);
     let ttl = ttl.time_to_live_description().expect("ttl description");
     assert_eq!(ttl.attribute_name(), Some("expires_at"));
@@ -217,10 +178,7 @@ fn the_described_table_names_every_key_a_log_item_carries() {
         TableDefinition::TTL_ATTRIBUTE,
     ] {
         assert!(item.contains_key(name), "the item lacks {name}");
-        assert!(
-            described.contains(&format!(" {name}\n")),
-            "{name} missing from:\n{described}"
-        );
+        assert!(described.contains(&format!(" {name}\n")), "{name} missing from:\n{described}");
     }
     assert!(described.contains(&format!("IndexName: {}\n", TableDefinition::INDEX_NAME)));
     assert!(described.contains("BillingMode: PAY_PER_REQUEST"));
@@ -230,8 +188,7 @@ fn the_described_table_names_every_key_a_log_item_carries() {
 fn a_webhook_and_a_delivery_round_trip_through_their_items() {
     let hook = webhook("a", &[EventType::TaskCreated, EventType::Ping]);
     let mut entry = delivery(hook.webhook_id, Utc::now());
-    entry.envelope.event =
-        json!({"nested": {"list": [1, "two", null, true], "big": 18_446_744_073_709_551_615_u64}});
+    entry.envelope.event = json!({"nested": {"list": [1, "two", null, true], "big": 18_446_744_073_709_551_615_u64}});
     entry.attempts.push(Attempt {
         attempt: 1,
         at: Utc::now(),
@@ -242,42 +199,17 @@ fn a_webhook_and_a_delivery_round_trip_through_their_items() {
     });
     entry.version = 3;
 
-    let hook_item =
-        encode(&Keyed::new(Key::webhook(hook.webhook_id), &hook)).expect("encode webhook");
+    let hook_item = encode(&Keyed::new(Key::webhook(hook.webhook_id), &hook)).expect("encode webhook");
     let entry_item = encode(&Indexed::new(IndexedKey::log(&entry), &entry)).expect("encode entry");
 
     assert_eq!(hook_item["pk"], AttributeValue::S("WEBHOOKS".into()));
-    assert_eq!(
-        hook_item["sk"],
-        AttributeValue::S(format!("WEBHOOK#{}", hook.webhook_id))
-    );
-    assert_eq!(
-        entry_item["expires_at"],
-        AttributeValue::N(entry.expires_at.to_string()),
-        "TTL needs a number"
-    );
-    assert_eq!(
-        entry_item["gsi1pk"],
-        AttributeValue::S(format!("LOG#{}", entry.webhook_id))
-    );
+    assert_eq!(hook_item["sk"], AttributeValue::S(format!("WEBHOOK#{}", hook.webhook_id)));
+    assert_eq!(entry_item["expires_at"], AttributeValue::N(entry.expires_at.to_string()), "TTL needs a number");
+    assert_eq!(entry_item["gsi1pk"], AttributeValue::S(format!("LOG#{}", entry.webhook_id)));
     let time = entry_item["gsi1sk"].as_s().expect("string sort key");
-    assert_eq!(
-        time.len(),
-        "2026-11-28T13:45:00.123456789Z#".len() + 36,
-        "{time}"
-    );
-    assert_eq!(
-        decode::<Keyed<Webhook>>(hook_item)
-            .expect("decode webhook")
-            .record,
-        hook
-    );
-    assert_eq!(
-        decode::<Indexed<DeliveryLog>>(entry_item)
-            .expect("decode entry")
-            .record,
-        entry
-    );
+    assert_eq!(time.len(), "2026-11-28T13:45:00.123456789Z#".len() + 36, "{time}");
+    assert_eq!(decode::<Keyed<Webhook>>(hook_item).expect("decode webhook").record, hook);
+    assert_eq!(decode::<Indexed<DeliveryLog>>(entry_item).expect("decode entry").record, entry);
 }
 
 #[tokio::test]
@@ -286,82 +218,25 @@ async fn a_cursor_from_another_listing_is_refused() {
     let table = fresh_table(&client).await;
     let store = DynamoStore::new(client.clone(), table.clone());
     for i in 0..2 {
-        store
-            .create_webhook(&webhook(&format!("hook-{i}"), &[EventType::Ping]))
-            .await
-            .expect("create");
+        store.create_webhook(&webhook(&format!("hook-{i}"), &[EventType::Ping])).await.expect("create");
     }
     let webhook_id = crate::domain::WebhookId::new();
     for minutes in 0..2 {
-        store
-            .insert_delivery(&delivery(
-                webhook_id,
-                Utc::now() - Duration::minutes(minutes),
-            ))
-            .await
-            .expect("insert");
+        store.insert_delivery(&delivery(webhook_id, Utc::now() - Duration::minutes(minutes))).await.expect("insert");
     }
-    let all = store
-        .list_webhooks(
-            None,
-            PageRequest {
-                limit: 1,
-                cursor: None,
-            },
-        )
-        .await
-        .expect("list");
-    let logs = store
-        .list_deliveries(
-            webhook_id,
-            None,
-            PageRequest {
-                limit: 1,
-                cursor: None,
-            },
-        )
-        .await
-        .expect("logs");
+    let all = store.list_webhooks(None, PageRequest { limit: 1, cursor: None }).await.expect("list");
+    let logs = store.list_deliveries(webhook_id, None, PageRequest { limit: 1, cursor: None }).await.expect("logs");
 
-    let by_type = store
-        .list_webhooks(
-            Some(EventType::Ping),
-            PageRequest {
-                limit: 1,
-                cursor: all.next.clone(),
-            },
-        )
-        .await;
+    let by_type = store.list_webhooks(Some(EventType::Ping), PageRequest { limit: 1, cursor: all.next.clone() }).await;
     let other_logs = store
-        .list_deliveries(
-            crate::domain::WebhookId::new(),
-            None,
-            PageRequest {
-                limit: 1,
-                cursor: logs.next.clone(),
-            },
-        )
+        .list_deliveries(crate::domain::WebhookId::new(), None, PageRequest { limit: 1, cursor: logs.next.clone() })
         .await;
-    let logs_as_webhooks = store
-        .list_webhooks(
-            None,
-            PageRequest {
-                limit: 1,
-                cursor: logs.next.clone(),
-            },
-        )
-        .await;
+    let logs_as_webhooks = store.list_webhooks(None, PageRequest { limit: 1, cursor: logs.next.clone() }).await;
 
     assert!(all.next.is_some() && logs.next.is_some());
     assert!(matches!(by_type, Err(StoreError::BadCursor)), "{by_type:?}");
-    assert!(
-        matches!(other_logs, Err(StoreError::BadCursor)),
-        "{other_logs:?}"
-    );
-    assert!(
-        matches!(logs_as_webhooks, Err(StoreError::BadCursor)),
-        "{logs_as_webhooks:?}"
-    );
+    assert!(matches!(other_logs, Err(StoreError::BadCursor)), "{other_logs:?}");
+    assert!(matches!(logs_as_webhooks, Err(StoreError::BadCursor)), "{logs_as_webhooks:?}");
     drop_table(&client, &table).await;
 }
 
@@ -387,11 +262,7 @@ async fn a_sparse_state_filter_still_fills_pages_without_skipping() {
     let mut cursor = None;
     loop {
         let page = store
-            .list_deliveries(
-                webhook_id,
-                Some(DeliveryState::Failed),
-                PageRequest { limit: 2, cursor },
-            )
+            .list_deliveries(webhook_id, Some(DeliveryState::Failed), PageRequest { limit: 2, cursor })
             .await
             .expect("page");
         pages += 1;
@@ -414,33 +285,16 @@ async fn putting_a_task_again_reschedules_it_instead_of_duplicating_it() {
     let table = fresh_table(&client).await;
     let store = DynamoStore::new(client.clone(), table.clone());
     let now = Utc::now();
-    let task = PendingTask {
-        task_id: Uuid::new_v4(),
-        due_at: now - Duration::seconds(10),
-        body: "first".into(),
-    };
+    let task = PendingTask { task_id: Uuid::new_v4(), due_at: now - Duration::seconds(10), body: "first".into() };
     store.put_task(&task).await.expect("put");
 
-    let moved = PendingTask {
-        due_at: now + Duration::hours(1),
-        body: "moved".into(),
-        ..task.clone()
-    };
+    let moved = PendingTask { due_at: now + Duration::hours(1), body: "moved".into(), ..task.clone() };
     store.put_task(&moved).await.expect("put again");
 
     assert!(store.due_tasks(now, 10).await.expect("due now").is_empty());
-    assert_eq!(
-        store
-            .due_tasks(now + Duration::hours(2), 10)
-            .await
-            .expect("due later"),
-        vec![moved.clone()]
-    );
+    assert_eq!(store.due_tasks(now + Duration::hours(2), 10).await.expect("due later"), vec![moved.clone()]);
     store.delete_task(task.task_id).await.expect("delete");
-    store
-        .delete_task(task.task_id)
-        .await
-        .expect("deleting twice is fine");
+    store.delete_task(task.task_id).await.expect("deleting twice is fine");
     assert_eq!(store.next_task_due().await.expect("next"), None);
     drop_table(&client, &table).await;
 }
@@ -452,12 +306,7 @@ async fn concurrent_updates_from_one_version_let_exactly_one_win() {
     let store = Arc::new(DynamoStore::new(client.clone(), table.clone()));
     let hook = webhook("contended", &[EventType::TaskCreated]);
     store.create_webhook(&hook).await.expect("create");
-    let candidates = [
-        EventType::JobCreated,
-        EventType::NodeCreated,
-        EventType::PoolCreated,
-        EventType::ProxyCreated,
-    ];
+    let candidates = [EventType::JobCreated, EventType::NodeCreated, EventType::PoolCreated, EventType::ProxyCreated];
 
     let mut handles = Vec::new();
     for event_type in candidates {
@@ -465,9 +314,7 @@ async fn concurrent_updates_from_one_version_let_exactly_one_win() {
         let mut update = hook.clone();
         update.version = 1;
         update.event_types = vec![event_type];
-        handles.push(tokio::spawn(async move {
-            (event_type, store.update_webhook(&update).await)
-        }));
+        handles.push(tokio::spawn(async move { (event_type, store.update_webhook(&update).await) }));
     }
     let mut winners = Vec::new();
     for handle in handles {
@@ -479,19 +326,11 @@ async fn concurrent_updates_from_one_version_let_exactly_one_win() {
     }
 
     assert_eq!(winners.len(), 1, "{winners:?}");
-    let stored = store
-        .get_webhook(hook.webhook_id)
-        .await
-        .expect("get")
-        .expect("exists");
+    let stored = store.get_webhook(hook.webhook_id).await.expect("get").expect("exists");
     assert_eq!(stored.event_types, winners);
     for event_type in candidates.into_iter().chain([EventType::TaskCreated]) {
         let expected = usize::from(winners.contains(&event_type));
-        assert_eq!(
-            store.subscribers(event_type).await.expect("subs").len(),
-            expected,
-            "{event_type}"
-        );
+        assert_eq!(store.subscribers(event_type).await.expect("subs").len(), expected, "{event_type}");
     }
     drop_table(&client, &table).await;
 }

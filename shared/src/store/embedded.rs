@@ -66,18 +66,12 @@ impl EmbeddedStore {
         connection
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
             .map_err(StoreError::backend)?;
-        connection
-            .execute_batch(SCHEMA)
-            .map_err(StoreError::backend)?;
-        Ok(Self {
-            connection: Arc::new(Mutex::new(connection)),
-        })
+        connection.execute_batch(SCHEMA).map_err(StoreError::backend)?;
+        Ok(Self { connection: Arc::new(Mutex::new(connection)) })
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.connection
-            .lock()
-            .map_err(|_| StoreError::Backend("store lock poisoned".into()))
+        self.connection.lock().map_err(|_| StoreError::Backend("store lock poisoned".into()))
     }
 }
 
@@ -94,24 +88,13 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError
 }
 
 fn created_key(entry: &DeliveryLog) -> String {
-    format!(
-        "{}#{}",
-        entry.created_at.format("%Y-%m-%dT%H:%M:%S%.9fZ"),
-        entry.event_id
-    )
+    format!("{}#{}", entry.created_at.format("%Y-%m-%dT%H:%M:%S%.9fZ"), entry.event_id)
 }
 
-fn read_webhooks(
-    connection: &Connection,
-    sql: &str,
-    args: impl rusqlite::Params,
-) -> Result<Vec<Webhook>, StoreError> {
+fn read_webhooks(connection: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<Webhook>, StoreError> {
     let mut statement = connection.prepare_cached(sql).map_err(db)?;
-    let rows = statement
-        .query_map(args, |row| row.get::<_, String>(0))
-        .map_err(db)?;
-    rows.map(|row| row.map_err(db).and_then(|text| from_json(&text)))
-        .collect()
+    let rows = statement.query_map(args, |row| row.get::<_, String>(0)).map_err(db)?;
+    rows.map(|row| row.map_err(db).and_then(|text| from_json(&text))).collect()
 }
 
 fn read_deliveries(
@@ -120,35 +103,22 @@ fn read_deliveries(
     args: impl rusqlite::Params,
 ) -> Result<Vec<DeliveryLog>, StoreError> {
     let mut statement = connection.prepare_cached(sql).map_err(db)?;
-    let rows = statement
-        .query_map(args, |row| row.get::<_, String>(0))
-        .map_err(db)?;
-    rows.map(|row| row.map_err(db).and_then(|text| from_json(&text)))
-        .collect()
+    let rows = statement.query_map(args, |row| row.get::<_, String>(0)).map_err(db)?;
+    rows.map(|row| row.map_err(db).and_then(|text| from_json(&text))).collect()
 }
 
-fn page<T>(
-    mut items: Vec<T>,
-    limit: usize,
-    position: impl Fn(&T) -> String,
-) -> Result<Page<T>, StoreError> {
+fn page<T>(mut items: Vec<T>, limit: usize, position: impl Fn(&T) -> String) -> Result<Page<T>, StoreError> {
     // One row past the limit was fetched only to learn whether another page exists.
     let next = if items.len() > limit {
         items.truncate(limit);
-        items
-            .last()
-            .map(|last| Cursor::encode(&position(last)))
-            .transpose()?
+        items.last().map(|last| Cursor::encode(&position(last))).transpose()?
     } else {
         None
     };
     Ok(Page { items, next })
 }
 
-fn insert_subscriptions(
-    tx: &rusqlite::Transaction<'_>,
-    webhook: &Webhook,
-) -> Result<(), StoreError> {
+fn insert_subscriptions(tx: &rusqlite::Transaction<'_>, webhook: &Webhook) -> Result<(), StoreError> {
     let id = webhook.webhook_id.to_string();
     for event_type in &webhook.event_types {
         tx.execute(
@@ -181,11 +151,8 @@ impl Store for EmbeddedStore {
 
     async fn get_webhook(&self, id: WebhookId) -> Result<Option<Webhook>, StoreError> {
         let connection = self.lock()?;
-        let mut found = read_webhooks(
-            &connection,
-            "SELECT record FROM webhooks WHERE webhook_id = ?1",
-            params![id.to_string()],
-        )?;
+        let mut found =
+            read_webhooks(&connection, "SELECT record FROM webhooks WHERE webhook_id = ?1", params![id.to_string()])?;
         Ok(found.pop())
     }
 
@@ -194,11 +161,7 @@ impl Store for EmbeddedStore {
         let tx = connection.transaction().map_err(db)?;
         let id = webhook.webhook_id.to_string();
         let stored: Option<i64> = tx
-            .query_row(
-                "SELECT version FROM webhooks WHERE webhook_id = ?1",
-                params![id],
-                |row| row.get(0),
-            )
+            .query_row("SELECT version FROM webhooks WHERE webhook_id = ?1", params![id], |row| row.get(0))
             .optional()
             .map_err(db)?;
         match stored {
@@ -213,11 +176,7 @@ impl Store for EmbeddedStore {
             params![id, webhook.version as i64, to_json(webhook)?],
         )
         .map_err(db)?;
-        tx.execute(
-            "DELETE FROM subscriptions WHERE webhook_id = ?1",
-            params![id],
-        )
-        .map_err(db)?;
+        tx.execute("DELETE FROM subscriptions WHERE webhook_id = ?1", params![id]).map_err(db)?;
         insert_subscriptions(&tx, webhook)?;
         tx.commit().map_err(db)
     }
@@ -226,17 +185,11 @@ impl Store for EmbeddedStore {
         let mut connection = self.lock()?;
         let tx = connection.transaction().map_err(db)?;
         let id = id.to_string();
-        let deleted = tx
-            .execute("DELETE FROM webhooks WHERE webhook_id = ?1", params![id])
-            .map_err(db)?;
+        let deleted = tx.execute("DELETE FROM webhooks WHERE webhook_id = ?1", params![id]).map_err(db)?;
         if deleted == 0 {
             return Err(StoreError::NotFound);
         }
-        tx.execute(
-            "DELETE FROM subscriptions WHERE webhook_id = ?1",
-            params![id],
-        )
-        .map_err(db)?;
+        tx.execute("DELETE FROM subscriptions WHERE webhook_id = ?1", params![id]).map_err(db)?;
         tx.commit().map_err(db)
     }
 
@@ -296,11 +249,7 @@ impl Store for EmbeddedStore {
         Ok(inserted == 1)
     }
 
-    async fn get_delivery(
-        &self,
-        webhook_id: WebhookId,
-        event_id: Uuid,
-    ) -> Result<Option<DeliveryLog>, StoreError> {
+    async fn get_delivery(&self, webhook_id: WebhookId, event_id: Uuid) -> Result<Option<DeliveryLog>, StoreError> {
         let connection = self.lock()?;
         let mut found = read_deliveries(
             &connection,
@@ -327,11 +276,7 @@ impl Store for EmbeddedStore {
                 ],
             )
             .map_err(db)?;
-        if updated == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict)
-        }
+        if updated == 1 { Ok(()) } else { Err(StoreError::Conflict) }
     }
 
     async fn list_deliveries(
@@ -383,32 +328,22 @@ impl Store for EmbeddedStore {
         connection
             .execute(
                 "INSERT OR REPLACE INTO tasks (task_id, due_ms, body) VALUES (?1, ?2, ?3)",
-                params![
-                    task.task_id.to_string(),
-                    task.due_at.timestamp_millis(),
-                    task.body
-                ],
+                params![task.task_id.to_string(), task.due_at.timestamp_millis(), task.body],
             )
             .map_err(db)?;
         Ok(())
     }
 
-    async fn due_tasks(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<PendingTask>, StoreError> {
+    async fn due_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<PendingTask>, StoreError> {
         let connection = self.lock()?;
         let mut statement = connection
-            .prepare_cached("SELECT task_id, due_ms, body FROM tasks WHERE due_ms <= ?1 ORDER BY due_ms, task_id LIMIT ?2")
+            .prepare_cached(
+                "SELECT task_id, due_ms, body FROM tasks WHERE due_ms <= ?1 ORDER BY due_ms, task_id LIMIT ?2",
+            )
             .map_err(db)?;
         let rows = statement
             .query_map(params![now.timestamp_millis(), limit as i64], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, String>(2)?,
-                ))
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?))
             })
             .map_err(db)?;
         rows.map(|row| {
@@ -425,20 +360,14 @@ impl Store for EmbeddedStore {
 
     async fn next_task_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let connection = self.lock()?;
-        let due: Option<i64> = connection
-            .query_row("SELECT MIN(due_ms) FROM tasks", [], |row| row.get(0))
-            .map_err(db)?;
+        let due: Option<i64> =
+            connection.query_row("SELECT MIN(due_ms) FROM tasks", [], |row| row.get(0)).map_err(db)?;
         Ok(due.and_then(DateTime::from_timestamp_millis))
     }
 
     async fn delete_task(&self, task_id: Uuid) -> Result<(), StoreError> {
         let connection = self.lock()?;
-        connection
-            .execute(
-                "DELETE FROM tasks WHERE task_id = ?1",
-                params![task_id.to_string()],
-            )
-            .map_err(db)?;
+        connection.execute("DELETE FROM tasks WHERE task_id = ?1", params![task_id.to_string()]).map_err(db)?;
         Ok(())
     }
 }

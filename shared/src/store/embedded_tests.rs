@@ -9,10 +9,7 @@ use crate::events::EventType;
 
 #[tokio::test]
 async fn the_embedded_store_passes_the_conformance_suite() {
-    conformance::run_all(|| async {
-        Arc::new(EmbeddedStore::in_memory().expect("open")) as Arc<dyn Store>
-    })
-    .await;
+    conformance::run_all(|| async { Arc::new(EmbeddedStore::in_memory().expect("open")) as Arc<dyn Store> }).await;
 }
 
 #[tokio::test]
@@ -28,25 +25,9 @@ async fn the_embedded_store_keeps_everything_across_a_reopen() {
 
     let reopened = EmbeddedStore::open(dir.path()).expect("reopen");
 
-    assert_eq!(
-        reopened.get_webhook(hook.webhook_id).await.expect("get"),
-        Some(hook)
-    );
-    assert_eq!(
-        reopened
-            .subscribers(EventType::TaskCreated)
-            .await
-            .expect("subs")
-            .len(),
-        1
-    );
-    assert_eq!(
-        reopened
-            .get_delivery(entry.webhook_id, entry.event_id)
-            .await
-            .expect("get"),
-        Some(entry)
-    );
+    assert_eq!(reopened.get_webhook(hook.webhook_id).await.expect("get"), Some(hook));
+    assert_eq!(reopened.subscribers(EventType::TaskCreated).await.expect("subs").len(), 1);
+    assert_eq!(reopened.get_delivery(entry.webhook_id, entry.event_id).await.expect("get"), Some(entry));
 }
 
 #[tokio::test]
@@ -60,18 +41,6 @@ async fn expired_log_entries_are_purged() {
     let purged = store.purge_expired(Utc::now()).await.expect("purge");
 
     assert_eq!(purged, 1);
-    assert!(
-        store
-            .get_delivery(old.webhook_id, old.event_id)
-            .await
-            .expect("get")
-            .is_none()
-    );
-    assert!(
-        store
-            .get_delivery(fresh.webhook_id, fresh.event_id)
-            .await
-            .expect("get")
-            .is_some()
-    );
+    assert!(store.get_delivery(old.webhook_id, old.event_id).await.expect("get").is_none());
+    assert!(store.get_delivery(fresh.webhook_id, fresh.event_id).await.expect("get").is_some());
 }

@@ -92,11 +92,7 @@ pub trait Store: Send + Sync {
     /// was inserted.
     async fn insert_delivery(&self, entry: &DeliveryLog) -> Result<bool, StoreError>;
 
-    async fn get_delivery(
-        &self,
-        webhook_id: WebhookId,
-        event_id: Uuid,
-    ) -> Result<Option<DeliveryLog>, StoreError>;
+    async fn get_delivery(&self, webhook_id: WebhookId, event_id: Uuid) -> Result<Option<DeliveryLog>, StoreError>;
 
     /// Replaces a log entry whose stored `version` is `entry.version - 1`; `Conflict` otherwise.
     async fn update_delivery(&self, entry: &DeliveryLog) -> Result<(), StoreError>;
@@ -120,11 +116,7 @@ pub trait Store: Send + Sync {
     async fn put_task(&self, task: &PendingTask) -> Result<(), StoreError>;
 
     /// Tasks due at or before `now`, earliest first.
-    async fn due_tasks(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<PendingTask>, StoreError>;
+    async fn due_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<PendingTask>, StoreError>;
 
     /// Earliest due time of any pending task, to know how long to sleep.
     async fn next_task_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;

@@ -10,7 +10,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8080";
 
 #[derive(Debug, Parser)]
-#[command(name = "webhooks", version, about = "OneFuzz-compatible webhooks: run the service locally, manage webhooks, debug receivers.")]
+#[command(
+    name = "webhooks",
+    version,
+    about = "OneFuzz-compatible webhooks: run the service locally, manage webhooks, debug receivers."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub remote: Remote,

@@ -37,7 +37,8 @@ impl Client {
                 .or_else(|| sdk.region().map(ToString::to_string))
                 .ok_or("no AWS region: pass --region or set AWS_REGION")?;
             let provider = sdk.credentials_provider().ok_or("no AWS credentials provider configured")?;
-            let credentials = provider.provide_credentials().await.map_err(|e| format!("cannot load AWS credentials: {e}"))?;
+            let credentials =
+                provider.provide_credentials().await.map_err(|e| format!("cannot load AWS credentials: {e}"))?;
             Auth::SigV4 { region, credentials }
         } else {
             match std::env::var("WEBHOOKS_API_TOKEN") {
@@ -134,7 +135,15 @@ mod tests {
     fn sigv4_adds_an_authorization_header_for_execute_api() {
         let credentials = aws_credential_types::Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
 
-        let headers = sigv4_headers("us-east-1", &credentials, &Method::GET, "https://x.execute-api.us-east-1.amazonaws.com/webhooks", false, b"").unwrap();
+        let headers = sigv4_headers(
+            "us-east-1",
+            &credentials,
+            &Method::GET,
+            "https://x.execute-api.us-east-1.amazonaws.com/webhooks",
+            false,
+            b"",
+        )
+        .unwrap();
 
         let authorization = headers.iter().find(|(n, _)| n == "authorization").map(|(_, v)| v.as_str()).unwrap();
         assert!(authorization.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"), "{authorization}");

@@ -52,7 +52,8 @@ pub async fn run(remote: &Remote, command: Command) -> Result<(), String> {
             Value::Array(all_pages(&client, &format!("/webhooks/{id}/logs"), &query, limit).await?)
         }
         Command::Publish { event_type, event } => {
-            let event: Value = serde_json::from_str(&read_arg(&event)?).map_err(|e| format!("--event is not JSON: {e}"))?;
+            let event: Value =
+                serde_json::from_str(&read_arg(&event)?).map_err(|e| format!("--event is not JSON: {e}"))?;
             client.call(Method::POST, "/events", Some(&json!({ "event_type": event_type, "event": event }))).await?
         }
         Command::Redeliver { id, event_id } => {

@@ -45,7 +45,13 @@ pub async fn run(port: u16, secret: Option<String>) -> Result<(), String> {
 
 fn report(parts: &http::request::Parts, body: &[u8], secret: Option<&SecretToken>) {
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    println!("--> {} {} ({} bytes, webhook-id {})", parts.method, parts.uri.path(), body.len(), header("webhook-id").unwrap_or_default());
+    println!(
+        "--> {} {} ({} bytes, webhook-id {})",
+        parts.method,
+        parts.uri.path(),
+        body.len(),
+        header("webhook-id").unwrap_or_default()
+    );
     match secret {
         Some(secret) => {
             let verdict = verify::check(secret, body, header);

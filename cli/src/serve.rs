@@ -36,7 +36,8 @@ pub async fn run(options: Serve) -> Result<(), String> {
         ));
     }
     let store: Arc<dyn Store> = Arc::new(
-        EmbeddedStore::open(&options.data_dir).map_err(|e| format!("cannot open {}: {e}", options.data_dir.display()))?,
+        EmbeddedStore::open(&options.data_dir)
+            .map_err(|e| format!("cannot open {}: {e}", options.data_dir.display()))?,
     );
     let queue = LocalQueue::new(store.clone());
     let dead_letters = Arc::new(FileDeadLetters::new(options.data_dir.join("dead-letters.jsonl")));
@@ -46,12 +47,15 @@ pub async fn run(options: Serve) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let app = App { store, queue: Arc::new(queue.clone()), config: config.clone() };
 
-    let listener = TcpListener::bind(options.listen).await.map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
+    let listener =
+        TcpListener::bind(options.listen).await.map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     println!("webhooks: listening on http://{bound}");
     println!("webhooks: data dir {}", options.data_dir.display());
     if options.deny_loopback {
-        println!("webhooks: loopback targets are refused (--deny-loopback): the SSRF guard allows only public addresses");
+        println!(
+            "webhooks: loopback targets are refused (--deny-loopback): the SSRF guard allows only public addresses"
+        );
     } else {
         println!("webhooks: loopback targets are allowed in local mode (--deny-loopback turns this off)");
     }
@@ -124,7 +128,8 @@ async fn handle(app: &App, request: hyper::Request<hyper::body::Incoming>) -> hy
     let response = match Limited::new(body, MAX_BODY_BYTES + 1).collect().await {
         Ok(collected) => {
             let bytes = collected.to_bytes();
-            let body = if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::from(bytes.to_vec()) };
+            let body =
+                if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::from(bytes.to_vec()) };
             webhooks::api::route(app, http::Request::from_parts(parts, body)).await
         }
         Err(_) => ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES }.into_response(Surface::Rest),

@@ -48,10 +48,12 @@ pub fn run(secret: &str, body: &str, headers: &[String]) -> Result<(), String> {
     let body = read_arg(body)?;
     let mut parsed = Vec::new();
     for header in headers {
-        let (name, value) = header.split_once(':').ok_or_else(|| format!("--header {header:?} is not 'Name: value'"))?;
+        let (name, value) =
+            header.split_once(':').ok_or_else(|| format!("--header {header:?} is not 'Name: value'"))?;
         parsed.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
     }
-    let verdict = check(&secret, body.as_bytes(), |name| parsed.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()));
+    let verdict =
+        check(&secret, body.as_bytes(), |name| parsed.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()));
     println!("{}", verdict.describe());
     if verdict.all_present_verify() { Ok(()) } else { Err("signature verification failed".into()) }
 }

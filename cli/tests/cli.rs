@@ -85,7 +85,12 @@ fn serve(dir: &Path, port: u16, envs: &[(&str, &str)]) -> Running {
 }
 
 fn cli(port: u16, args: &[&str]) -> Output {
-    Command::new(BIN).args(args).env("WEBHOOKS_ENDPOINT", format!("http://127.0.0.1:{port}")).env_remove("WEBHOOKS_API_TOKEN").output().expect("run cli")
+    Command::new(BIN)
+        .args(args)
+        .env("WEBHOOKS_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env_remove("WEBHOOKS_API_TOKEN")
+        .output()
+        .expect("run cli")
 }
 
 fn json_ok(port: u16, args: &[&str]) -> Value {
@@ -93,7 +98,10 @@ fn json_ok(port: u16, args: &[&str]) -> Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{args:?}: {}{stdout}", String::from_utf8_lossy(&output.stderr));
     let indents: Vec<usize> = stdout.lines().map(|l| l.len() - l.trim_start().len()).filter(|n| *n > 0).collect();
-    assert!(indents.iter().all(|n| n % 4 == 0) && (indents.is_empty() || indents.contains(&4)), "4-space indents: {stdout}");
+    assert!(
+        indents.iter().all(|n| n % 4 == 0) && (indents.is_empty() || indents.contains(&4)),
+        "4-space indents: {stdout}"
+    );
     serde_json::from_str(&stdout).expect("stdout is JSON")
 }
 
@@ -128,12 +136,15 @@ fn every_verb_works_against_a_local_server_with_the_seed_shapes() {
     let updated = json_ok(port, &["update", &id, "--event_types", "task_created", "task_failed"]);
     let pinged = json_ok(port, &["ping", &id]);
     let seen = listener.wait_for("VERIFIED");
-    let examples: Value = serde_json::from_str(include_str!("../../shared/data/event-examples.json")).expect("examples");
+    let examples: Value =
+        serde_json::from_str(include_str!("../../shared/data/event-examples.json")).expect("examples");
     let event_path = dir.path().join("task_failed.json");
     std::fs::write(&event_path, examples["task_failed"].to_string()).expect("write event");
     let published = json_ok(port, &["publish", "task_failed", "--event", &format!("@{}", event_path.display())]);
     listener.wait_for(published["event_id"].as_str().expect("event id"));
-    assert!(wait_until(|| json_ok(port, &["logs", &id]).as_array().is_some_and(|a| a.len() == 2 && a.iter().all(|e| e["state"] == "succeeded"))));
+    assert!(wait_until(|| json_ok(port, &["logs", &id])
+        .as_array()
+        .is_some_and(|a| a.len() == 2 && a.iter().all(|e| e["state"] == "succeeded"))));
     let logs = json_ok(port, &["logs", &id]);
     let event_id = logs[0]["event_id"].as_str().expect("event id").to_owned();
     let redelivered = json_ok(port, &["redeliver", &id, &event_id]);
@@ -167,7 +178,10 @@ fn bad_input_exits_1_with_the_problem_on_stderr() {
     let missing = cli(port, &["get", "00000000"]);
 
     assert_eq!(unknown_type.status.code(), Some(1));
-    assert_eq!(String::from_utf8_lossy(&unknown_type.stderr).trim(), "error: INVALID_REQUEST: unknown event type: tsk_created (did you mean task_created?)");
+    assert_eq!(
+        String::from_utf8_lossy(&unknown_type.stderr).trim(),
+        "error: INVALID_REQUEST: unknown event type: tsk_created (did you mean task_created?)"
+    );
     assert_eq!(bad_url.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad_url.stderr).contains("url: scheme must be http or https"));
     assert_eq!(missing.status.code(), Some(1));
@@ -182,7 +196,10 @@ fn a_restart_keeps_webhooks_logs_and_pending_retries() {
     let retry = [("RETRY_SCHEDULE", "3,3,3,3")];
     let mut server = serve(dir.path(), port, &retry);
     let url = format!("http://127.0.0.1:{receiver_port}/hook");
-    let id = json_ok(port, &["create", "hook", &url, "ping", "--secret_token", "s3cret"])["webhook_id"].as_str().expect("id").to_owned();
+    let id = json_ok(port, &["create", "hook", &url, "ping", "--secret_token", "s3cret"])["webhook_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     json_ok(port, &["ping", &id]);
     // Nothing listens yet: the first attempt is refused and a retry is scheduled.
     assert!(wait_until(|| json_ok(port, &["logs", &id])[0]["state"] == "retrying"));
@@ -205,10 +222,25 @@ fn listen_reports_a_tampered_body_as_not_verified() {
     let mut listener = Running::spawn(&["listen", "--port", &port.to_string(), "--secret", "s3cret"], &[]);
     listener.wait_for("listening on");
     let body = br#"{"event_type":"ping"}"#;
-    let signature = webhooks::signing::standard_signature(&webhooks::domain::SecretToken::parse("s3cret").expect("secret"), "msg_1", 1700000000, body);
-    let digest = webhooks::signing::onefuzz_digest(&webhooks::domain::SecretToken::parse("s3cret").expect("secret"), body);
+    let signature = webhooks::signing::standard_signature(
+        &webhooks::domain::SecretToken::parse("s3cret").expect("secret"),
+        "msg_1",
+        1700000000,
+        body,
+    );
+    let digest =
+        webhooks::signing::onefuzz_digest(&webhooks::domain::SecretToken::parse("s3cret").expect("secret"), body);
     let post = |payload: &[u8]| {
-        post_raw(port, payload, &[("x-onefuzz-digest", &digest), ("webhook-id", "msg_1"), ("webhook-timestamp", "1700000000"), ("webhook-signature", &signature)])
+        post_raw(
+            port,
+            payload,
+            &[
+                ("x-onefuzz-digest", &digest),
+                ("webhook-id", "msg_1"),
+                ("webhook-timestamp", "1700000000"),
+                ("webhook-signature", &signature),
+            ],
+        )
     };
 
     post(body);
@@ -216,7 +248,10 @@ fn listen_reports_a_tampered_body_as_not_verified() {
     post(br#"{"event_type":"pong"}"#);
     let bad = listener.wait_for("NOT VERIFIED");
 
-    assert!(good.lines().any(|l| l.trim() == "VERIFIED: X-Onefuzz-Digest: verified; webhook-signature: verified"), "{good}");
+    assert!(
+        good.lines().any(|l| l.trim() == "VERIFIED: X-Onefuzz-Digest: verified; webhook-signature: verified"),
+        "{good}"
+    );
     assert!(bad.contains("NOT VERIFIED: X-Onefuzz-Digest: NOT verified; webhook-signature: NOT verified"), "{bad}");
 }
 
@@ -224,7 +259,10 @@ fn listen_reports_a_tampered_body_as_not_verified() {
 fn post_raw(port: u16, body: &[u8], headers: &[(&str, &str)]) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let mut request = format!("POST /hook HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
+    let mut request = format!(
+        "POST /hook HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -246,8 +284,14 @@ fn verify_checks_a_saved_delivery_offline() {
     let body_arg = format!("@{}", body_path.display());
     let digest_header = format!("X-Onefuzz-Digest: {digest}");
 
-    let good = Command::new(BIN).args(["verify", "--secret", "s3cret", "--body", &body_arg, "--header", &digest_header]).output().expect("run");
-    let bad = Command::new(BIN).args(["verify", "--secret", "wrong", "--body", &body_arg, "--header", &digest_header]).output().expect("run");
+    let good = Command::new(BIN)
+        .args(["verify", "--secret", "s3cret", "--body", &body_arg, "--header", &digest_header])
+        .output()
+        .expect("run");
+    let bad = Command::new(BIN)
+        .args(["verify", "--secret", "wrong", "--body", &body_arg, "--header", &digest_header])
+        .output()
+        .expect("run");
 
     assert!(good.status.success());
     assert!(String::from_utf8_lossy(&good.stdout).contains("X-Onefuzz-Digest: verified"));
@@ -256,7 +300,11 @@ fn verify_checks_a_saved_delivery_offline() {
 
 #[test]
 fn serve_refuses_a_public_listen_address_without_a_token() {
-    let output = Command::new(BIN).args(["serve", "--listen", "0.0.0.0:0", "--data-dir", "/nonexistent/never-created"]).env_remove("WEBHOOKS_API_TOKEN").output().expect("run");
+    let output = Command::new(BIN)
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir", "/nonexistent/never-created"])
+        .env_remove("WEBHOOKS_API_TOKEN")
+        .output()
+        .expect("run");
 
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("without WEBHOOKS_API_TOKEN"));
@@ -264,7 +312,21 @@ fn serve_refuses_a_public_listen_address_without_a_token() {
 
 #[test]
 fn every_verb_has_help_and_completions_are_generated() {
-    for verb in ["serve", "create", "list", "get", "update", "delete", "ping", "logs", "publish", "redeliver", "recover", "listen", "verify"] {
+    for verb in [
+        "serve",
+        "create",
+        "list",
+        "get",
+        "update",
+        "delete",
+        "ping",
+        "logs",
+        "publish",
+        "redeliver",
+        "recover",
+        "listen",
+        "verify",
+    ] {
         let output = Command::new(BIN).args([verb, "--help"]).output().expect("run");
         assert!(output.status.success() && !output.stdout.is_empty(), "{verb}");
     }

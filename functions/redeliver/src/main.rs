@@ -11,8 +11,6 @@ async fn main() -> Result<(), Error> {
     telemetry::init_lambda();
     let app = App::from_env(Needs::StoreAndQueue).await?;
     let app = &app;
-    run(service_fn(move |request: Request| async move {
-        Ok::<_, Infallible>(handlers::recovery(app, request).await)
-    }))
-    .await
+    run(service_fn(move |request: Request| async move { Ok::<_, Infallible>(handlers::recovery(app, request).await) }))
+        .await
 }

@@ -10,8 +10,6 @@ async fn main() -> Result<(), Error> {
     telemetry::init_lambda();
     let app = App::from_env(Needs::Store).await?;
     let app = &app;
-    run(service_fn(move |request: Request| async move {
-        Ok::<_, Infallible>(handlers::logs(app, request).await)
-    }))
-    .await
+    run(service_fn(move |request: Request| async move { Ok::<_, Infallible>(handlers::logs(app, request).await) }))
+        .await
 }

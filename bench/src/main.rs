@@ -1,0 +1,87 @@
+//! `webhooks-bench`: measurements that print figures (JSON, one object per run), for
+//! `scripts/bench` to lay side by side. Each mode runs in its own process so its CPU time and
+//! peak RSS are its own.
+
+mod coldstart;
+mod fanout;
+mod process;
+mod receiver;
+mod throughput;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// A minimal HTTP receiver answering 200 at once.
+    Receiver {
+        #[arg(long)]
+        port: u16,
+    },
+    /// Plain POSTs of delivery-sized bodies from one reqwest client: the limit to compare with.
+    Raw {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        requests: usize,
+        #[arg(long)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 1024)]
+        body_bytes: usize,
+    },
+    /// The delivery engine (fan-out, signing, log writes on the embedded store, HTTP).
+    Engine {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        events: usize,
+        #[arg(long)]
+        subscribers: usize,
+        #[arg(long)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 1024)]
+        body_bytes: usize,
+    },
+    /// Time to find an event type's subscribers among many webhooks.
+    Fanout {
+        #[arg(long, value_parser = ["embedded", "dynamodb"])]
+        store: String,
+        #[arg(long)]
+        total: usize,
+        #[arg(long, default_value_t = 10)]
+        subscribed: usize,
+        #[arg(long, default_value_t = 50)]
+        repeats: usize,
+    },
+    /// Each Lambda binary's time from exec to its first Runtime API poll, and its size.
+    Coldstart {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        #[arg(long, default_value_t = 7)]
+        runs: usize,
+        #[arg(required = true)]
+        binaries: Vec<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let result = match Cli::parse().mode {
+        Mode::Receiver { port } => receiver::run(port).await,
+        Mode::Raw { url, requests, concurrency, body_bytes } => throughput::raw(&url, requests, concurrency, body_bytes).await,
+        Mode::Engine { url, events, subscribers, concurrency, body_bytes } => {
+            throughput::engine(&url, events, subscribers, concurrency, body_bytes).await
+        }
+        Mode::Fanout { store, total, subscribed, repeats } => fanout::run(&store, total, subscribed, repeats).await,
+        Mode::Coldstart { dir, runs, binaries } => coldstart::run(&dir, runs, &binaries).await,
+    };
+    if let Err(message) = result {
+        eprintln!("webhooks-bench: {message}");
+        std::process::exit(1);
+    }
+}

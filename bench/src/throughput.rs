@@ -1,0 +1,143 @@
+//! Delivery throughput: the engine against plain POSTs of the same size with the same
+//! concurrency, to the same receiver.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use serde_json::json;
+use uuid::Uuid;
+use webhooks::delivery::{CidrList, MessageOutcome, Sender};
+use webhooks::domain::{SecretToken, WebhookName, WebhookUrl};
+use webhooks::events::EventType;
+use webhooks::manage::NewWebhook;
+use webhooks::queue::{DeadLetters, Queue, QueueError, QueueMessage};
+use webhooks::store::{EmbeddedStore, Store};
+use webhooks::{App, Config};
+
+use crate::process::{cpu_seconds, peak_rss_mib, percentile};
+
+pub async fn raw(url: &str, requests: usize, concurrency: usize, body_bytes: usize) -> Result<(), String> {
+    let client = reqwest::Client::builder().build().map_err(|e| e.to_string())?;
+    let body = bytes::Bytes::from(json!({"padding": "x".repeat(body_bytes)}).to_string());
+    let next = Arc::new(AtomicUsize::new(0));
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, body, next, url) = (client.clone(), body.clone(), next.clone(), url.to_owned());
+            tokio::spawn(async move {
+                let mut failed = 0;
+                while next.fetch_add(1, Ordering::Relaxed) < requests {
+                    let sent = client.post(&url).header("content-type", "application/json").body(body.clone()).send().await;
+                    match sent {
+                        Ok(response) if response.status().is_success() => {
+                            let _ = response.bytes().await;
+                        }
+                        _ => failed += 1,
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    let mut failed = 0;
+    for worker in workers {
+        failed += worker.await.map_err(|e| e.to_string())?;
+    }
+    report("raw", requests - failed, failed, started.elapsed(), cpu_seconds() - cpu_before, &mut []);
+    Ok(())
+}
+
+pub async fn engine(url: &str, events: usize, subscribers: usize, concurrency: usize, body_bytes: usize) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).map_err(|e| e.to_string())?);
+    let config = Arc::new(Config { delivery_concurrency: concurrency, ..Config::default() });
+    let sender = Sender::new(store.clone(), Arc::new(Discard), Arc::new(Discard), config.clone(), &CidrList::loopback())
+        .map_err(|e| e.to_string())?;
+    let app = App { store, queue: Arc::new(Discard), config };
+    for i in 0..subscribers {
+        app.create_webhook(NewWebhook {
+            name: WebhookName::parse(&format!("bench-{i}")).map_err(|e| e.to_string())?,
+            url: WebhookUrl::parse(url, false).map_err(|e| e.to_string())?,
+            event_types: vec![EventType::Ping],
+            secret_token: Some(SecretToken::parse("bench-secret").map_err(|e| e.to_string())?),
+            message_format: None,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    let padding = "x".repeat(body_bytes.saturating_sub(300));
+    // Enough events in flight to keep `concurrency` deliveries busy, as SQS batches would.
+    let events_in_flight = (concurrency * 2).div_ceil(subscribers.max(1)).max(2);
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    let outcomes: Vec<MessageOutcome> = futures_util::stream::iter(0..events)
+        .map(|_| {
+            let body = json!({
+                "event_type": "ping",
+                "event": {"ping_id": Uuid::new_v4(), "padding": padding},
+                "created_at": chrono::Utc::now(),
+            })
+            .to_string();
+            let sender = &sender;
+            async move { sender.handle_message(&body, &Uuid::new_v4().to_string()).await }
+        })
+        .buffer_unordered(events_in_flight)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let cpu = cpu_seconds() - cpu_before;
+    let (mut delivered, mut failed, mut latencies) = (0, 0, Vec::new());
+    for outcome in outcomes {
+        match outcome {
+            MessageOutcome::Done(tally) => {
+                delivered += tally.delivered as usize;
+                failed += tally.failed as usize;
+                latencies.extend(tally.latencies_ms.iter().map(|ms| *ms as f64));
+            }
+            _ => failed += subscribers,
+        }
+    }
+    report("engine", delivered, failed, elapsed, cpu, &mut latencies);
+    Ok(())
+}
+
+fn report(mode: &str, delivered: usize, failed: usize, elapsed: Duration, cpu: f64, latencies: &mut [f64]) {
+    latencies.sort_by(f64::total_cmp);
+    let per_second = delivered as f64 / elapsed.as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "mode": mode,
+            "delivered": delivered,
+            "failed": failed,
+            "seconds": elapsed.as_secs_f64(),
+            "per_second": per_second,
+            "cpu_seconds_per_1000": if delivered > 0 { cpu * 1000.0 / delivered as f64 } else { 0.0 },
+            "latency_p50_ms": percentile(latencies, 0.50),
+            "latency_p99_ms": percentile(latencies, 0.99),
+            "peak_rss_mib": peak_rss_mib(),
+        })
+    );
+}
+
+/// A queue and dead-letter sink that drop everything: the benchmark's receiver never fails,
+/// so nothing is retried.
+struct Discard;
+
+#[async_trait]
+impl Queue for Discard {
+    async fn send(&self, _message: &QueueMessage, _delay: Duration) -> Result<(), QueueError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DeadLetters for Discard {
+    async fn send(&self, _body: &str, _reason: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
+}

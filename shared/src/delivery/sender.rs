@@ -210,24 +210,26 @@ impl Sender {
         trigger: Trigger,
     ) -> Result<(Step, Option<u64>), Transient> {
         let now = Utc::now();
-        let mut entry = self.entry_for(webhook.webhook_id, envelope, now).await?;
-        if !self.attempt_is_due(&mut entry, envelope, trigger, now).await? {
-            return Ok((Step::Skipped, None));
+        let lease = now + chrono_duration(self.config.delivery_timeout + LEASE_MARGIN);
+        let (mut entry, claimed) = self.entry_for(webhook.webhook_id, envelope, trigger, lease, now).await?;
+        if !claimed {
+            if !self.attempt_is_due(&mut entry, envelope, trigger, now).await? {
+                return Ok((Step::Skipped, None));
+            }
+            entry.lease_until = Some(lease);
+            entry.updated_at = now;
+            entry.version += 1;
+            match self.store.update_delivery(&entry).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => {
+                    tracing::debug!(webhook_id = %webhook.webhook_id, event_id = %envelope.event_id, "claimed by another sender");
+                    return Ok((Step::Skipped, None));
+                }
+                Err(other) => return Err(other.into()),
+            }
         }
 
         let attempt_number = entry.try_count + 1;
-        entry.lease_until = Some(now + chrono_duration(self.config.delivery_timeout + LEASE_MARGIN));
-        entry.updated_at = now;
-        entry.version += 1;
-        match self.store.update_delivery(&entry).await {
-            Ok(()) => {}
-            Err(StoreError::Conflict) => {
-                tracing::debug!(webhook_id = %webhook.webhook_id, event_id = %envelope.event_id, "claimed by another sender");
-                return Ok((Step::Skipped, None));
-            }
-            Err(other) => return Err(other.into()),
-        }
-
         let span = tracing::info_span!("attempt", webhook_id = %webhook.webhook_id, event_id = %envelope.event_id, attempt = attempt_number);
         let outcome = self.attempt(webhook, envelope).instrument(span.clone()).await;
         let latency = (Utc::now() - envelope.created_at).num_milliseconds().max(0) as u64;
@@ -235,21 +237,31 @@ impl Sender {
         Ok((step, (step == Step::Delivered).then_some(latency)))
     }
 
+    /// The log entry, and whether this call created it already claimed. A new event (fan-out,
+    /// ping) is inserted first, holding the lease, which saves a read and a write per delivery;
+    /// a retry or redelivery reads the entry it expects to exist.
     async fn entry_for(
         &self,
         webhook_id: WebhookId,
         envelope: &EventEnvelope,
+        trigger: Trigger,
+        lease: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<DeliveryLog, Transient> {
-        if let Some(entry) = self.store.get_delivery(webhook_id, envelope.event_id).await? {
-            return Ok(entry);
+    ) -> Result<(DeliveryLog, bool), Transient> {
+        let expect_new = matches!(trigger, Trigger::Fanout | Trigger::Ping);
+        if !expect_new {
+            if let Some(entry) = self.store.get_delivery(webhook_id, envelope.event_id).await? {
+                return Ok((entry, false));
+            }
         }
-        let fresh = DeliveryLog::new(webhook_id, envelope.clone(), now, self.config.log_retention);
+        let mut fresh = DeliveryLog::new(webhook_id, envelope.clone(), now, self.config.log_retention);
+        fresh.lease_until = Some(lease);
         if self.store.insert_delivery(&fresh).await? {
-            return Ok(fresh);
+            return Ok((fresh, true));
         }
-        // Another sender inserted it between our read and write.
-        self.store.get_delivery(webhook_id, envelope.event_id).await?.ok_or(Transient::Store(StoreError::NotFound))
+        // It exists: SQS redelivered the message, or another sender got there first.
+        let existing = self.store.get_delivery(webhook_id, envelope.event_id).await?;
+        existing.map(|entry| (entry, false)).ok_or(Transient::Store(StoreError::NotFound))
     }
 
     /// Whether this message may make the next attempt on `entry`. Also re-sends a retry task
@@ -404,7 +416,10 @@ impl Sender {
             Err(other) => return Err(other.into()),
         }
         tracing::info!(state = entry.state.as_str(), try_count = entry.try_count, "delivery recorded");
-        self.update_health(webhook.webhook_id, outcome.succeeded(), gone, now).await;
+        // A success on a healthy webhook changes nothing: skip the read.
+        if !(outcome.succeeded() && webhook.failing_since.is_none()) {
+            self.update_health(webhook.webhook_id, outcome.succeeded(), gone, now).await;
+        }
         match queue_error {
             Some(err) => Err(err.into()),
             None => Ok(step),

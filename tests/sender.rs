@@ -147,6 +147,30 @@ async fn a_500_then_a_200_is_one_success_after_a_retry() {
 }
 
 #[tokio::test]
+async fn a_delivery_moves_from_queued_to_retrying_to_succeeded() {
+    let receiver = Receiver::start(vec![Reply::status(500).after(Duration::from_millis(400))]).await;
+    let sender = std::sync::Arc::new(TestSender::new());
+    let webhook_id = create(&sender, &receiver.url(), &["ping"], json!({})).await;
+    let event_id = Uuid::new_v4();
+
+    let running = sender.clone();
+    let first = tokio::spawn(async move { running.handle(&ping_event(event_id)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let during_first_attempt = sender.log(&webhook_id, event_id).await;
+    first.await.expect("first attempt");
+    let after_first_attempt = sender.log(&webhook_id, event_id).await;
+    sender.pump().await;
+    let after_retry = sender.log(&webhook_id, event_id).await;
+
+    assert_eq!(during_first_attempt.state, DeliveryState::Queued);
+    assert_eq!(during_first_attempt.try_count, 0);
+    assert_eq!(after_first_attempt.state, DeliveryState::Retrying);
+    assert_eq!(after_first_attempt.try_count, 1);
+    assert_eq!(after_retry.state, DeliveryState::Succeeded);
+    assert_eq!(after_retry.try_count, 2);
+}
+
+#[tokio::test]
 async fn timeouts_refused_connections_and_redirects_are_failures() {
     let slow = Receiver::start(vec![Reply::status(200).after(Duration::from_secs(3))]).await;
     let redirect = Receiver::start(vec![Reply::status(302).with_header("location", "http://127.0.0.1:9/")]).await;
@@ -212,7 +236,8 @@ async fn a_wait_past_the_queue_delay_cap_hops_through_the_queue() {
 
 #[tokio::test]
 async fn an_exhausted_delivery_fails_and_a_redelivery_succeeds() {
-    let receiver = Receiver::start(vec![Reply::status(500), Reply::status(500), Reply::status(500), Reply::status(500)]).await;
+    let receiver =
+        Receiver::start(vec![Reply::status(500), Reply::status(500), Reply::status(500), Reply::status(500)]).await;
     let sender = TestSender::new();
     let webhook_id = create(&sender, &receiver.url(), &["ping"], json!({})).await;
     let event_id = Uuid::new_v4();
@@ -277,8 +302,12 @@ async fn disabled_webhooks_are_skipped_and_410_gone_disables() {
 
     sender.handle(&ping_event(Uuid::new_v4())).await;
     sender.handle(&ping_event(Uuid::new_v4())).await;
-    let request = http::Request::builder().uri(format!("/webhooks/{webhook_id}")).body(lambda_http::Body::Empty).expect("request");
-    let got: Value = serde_json::from_slice(webhooks::api::route(&sender.app, request).await.body().as_ref()).expect("json");
+    let request = http::Request::builder()
+        .uri(format!("/webhooks/{webhook_id}"))
+        .body(lambda_http::Body::Empty)
+        .expect("request");
+    let got: Value =
+        serde_json::from_slice(webhooks::api::route(&sender.app, request).await.body().as_ref()).expect("json");
 
     assert_eq!(gone.received().len(), 1, "no delivery after it was disabled");
     assert_eq!(got["state"], "disabled");
@@ -363,7 +392,8 @@ async fn a_batch_of_ten_events_to_ten_slow_receivers_runs_concurrently() {
     let sender = TestSender::new();
     let mut receivers = Vec::new();
     for _ in 0..10 {
-        let receiver = Receiver::start((0..10).map(|_| Reply::status(200).after(Duration::from_millis(100))).collect()).await;
+        let receiver =
+            Receiver::start((0..10).map(|_| Reply::status(200).after(Duration::from_millis(100))).collect()).await;
         create(&sender, &receiver.url(), &["ping"], json!({})).await;
         receivers.push(receiver);
     }
@@ -401,7 +431,8 @@ async fn an_invalid_event_lands_on_the_dead_letter_queue_and_a_valid_one_in_the_
     let queue = std::sync::Arc::new(webhooks::queue::SqsQueue::new(sqs.clone(), events_url.clone()));
     let dead_letters = std::sync::Arc::new(webhooks::queue::SqsDeadLetters::new(sqs.clone(), dlq_url.clone()));
     let config = std::sync::Arc::new(Config::default());
-    let sender = Sender::new(store.clone(), queue.clone(), dead_letters, config.clone(), &CidrList::loopback()).expect("sender");
+    let sender =
+        Sender::new(store.clone(), queue.clone(), dead_letters, config.clone(), &CidrList::loopback()).expect("sender");
     let app = webhooks::App { store, queue: queue.clone(), config };
     let new = webhooks::manage::NewWebhook {
         name: webhooks::domain::WebhookName::parse("hook").expect("name"),
@@ -433,7 +464,10 @@ async fn an_invalid_event_lands_on_the_dead_letter_queue_and_a_valid_one_in_the_
     assert_eq!(dead.len(), 1);
     assert!(dead[0].1.contains("tsk_created"));
     assert_eq!(dead[0].2.as_deref(), Some("unknown event type: tsk_created (did you mean task_created?)"));
-    let logs = app.list_logs(webhook.webhook_id, None, webhooks::store::PageRequest { limit: 10, cursor: None }).await.expect("logs");
+    let logs = app
+        .list_logs(webhook.webhook_id, None, webhooks::store::PageRequest { limit: 10, cursor: None })
+        .await
+        .expect("logs");
     assert_eq!(logs.items.len(), 1);
     assert_eq!(logs.items[0].state, DeliveryState::Succeeded);
 }
@@ -448,7 +482,8 @@ async fn a_retry_goes_through_moto_sqs_and_succeeds_on_dynamodb() {
     let queue = std::sync::Arc::new(webhooks::queue::SqsQueue::new(sqs.clone(), events_url.clone()));
     let dead_letters = std::sync::Arc::new(webhooks_tests::RecordingDeadLetters::default());
     let config = std::sync::Arc::new(Config { retry_schedule: vec![Duration::ZERO], ..Config::default() });
-    let sender = Sender::new(store.clone(), queue.clone(), dead_letters, config.clone(), &CidrList::loopback()).expect("sender");
+    let sender =
+        Sender::new(store.clone(), queue.clone(), dead_letters, config.clone(), &CidrList::loopback()).expect("sender");
     let app = webhooks::App { store, queue, config };
     let new = webhooks::manage::NewWebhook {
         name: webhooks::domain::WebhookName::parse("hook").expect("name"),

@@ -11,7 +11,9 @@ pub fn init_lambda() {
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter())
-        .with_current_span(false)
+        // The current span's fields (webhook_id, event_id, attempt) on every line, flat.
+        .with_current_span(true)
+        .with_span_list(false)
         .with_ansi(false)
         .without_time()
         .with_target(false)

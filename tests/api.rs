@@ -36,7 +36,10 @@ async fn message_format_is_shown_only_when_it_was_set() {
     let app = TestApp::new();
 
     let created = app
-        .post("/webhooks", json!({"name": "n", "url": "https://example.com", "event_types": [], "message_format": "event_grid"}))
+        .post(
+            "/webhooks",
+            json!({"name": "n", "url": "https://example.com", "event_types": [], "message_format": "event_grid"}),
+        )
         .await;
 
     assert_eq!(created.body["message_format"], "event_grid");
@@ -64,31 +67,17 @@ async fn update_replaces_event_types_and_a_null_secret_removes_it() {
     let id = app.create_webhook("hook", &["task_created"]).await;
 
     let updated = app
-        .patch(
-            &format!("/webhooks/{id}"),
-            json!({"event_types": ["task_created", "task_failed", "task_failed"]}),
-        )
+        .patch(&format!("/webhooks/{id}"), json!({"event_types": ["task_created", "task_failed", "task_failed"]}))
         .await;
-    let cleared = app
-        .patch(
-            &format!("/webhooks/{id}"),
-            json!({"secret_token": null, "name": "renamed"}),
-        )
-        .await;
+    let cleared = app.patch(&format!("/webhooks/{id}"), json!({"secret_token": null, "name": "renamed"})).await;
     let got = app.get(&format!("/webhooks/{id}")).await;
 
     assert_eq!(updated.status, StatusCode::OK, "{}", updated.raw);
     assert_eq!(keys(&updated.body), ["event_types", "name", "webhook_id"]);
-    assert_eq!(
-        updated.body["event_types"],
-        json!(["task_created", "task_failed"])
-    );
+    assert_eq!(updated.body["event_types"], json!(["task_created", "task_failed"]));
     assert_eq!(cleared.body["name"], "renamed");
     assert_eq!(got.body["has_secret_token"], false);
-    assert_eq!(
-        got.body["event_types"],
-        json!(["task_created", "task_failed"])
-    );
+    assert_eq!(got.body["event_types"], json!(["task_created", "task_failed"]));
 }
 
 #[tokio::test]
@@ -102,10 +91,7 @@ async fn delete_answers_result_true_and_the_webhook_is_gone() {
 
     assert_eq!(deleted.status, StatusCode::OK);
     assert_eq!(deleted.body, json!({"result": true}));
-    assert_eq!(
-        again.problem(StatusCode::NOT_FOUND),
-        "unable to find webhook"
-    );
+    assert_eq!(again.problem(StatusCode::NOT_FOUND), "unable to find webhook");
     assert_eq!(got.problem(StatusCode::NOT_FOUND), "unable to find webhook");
     assert_eq!(got.body["title"], "UNABLE_TO_FIND");
     assert_eq!(got.body["code"], 467);
@@ -116,10 +102,7 @@ async fn list_pages_through_every_webhook_with_opaque_cursors() {
     let app = TestApp::new();
     let mut created = Vec::new();
     for i in 0..5 {
-        created.push(
-            app.create_webhook(&format!("hook-{i}"), &["task_created"])
-                .await,
-        );
+        created.push(app.create_webhook(&format!("hook-{i}"), &["task_created"]).await);
     }
 
     let mut seen = Vec::new();
@@ -161,17 +144,10 @@ async fn list_filters_by_event_type() {
     let listed = app.get("/webhooks?event_type=crash_reported").await;
     let bad = app.get("/webhooks?event_type=crash_reportd").await;
 
-    let ids: Vec<&str> = listed.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["webhook_id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> =
+        listed.body["items"].as_array().unwrap().iter().map(|w| w["webhook_id"].as_str().unwrap()).collect();
     assert_eq!(ids, [wanted.as_str()]);
-    assert!(
-        bad.problem(StatusCode::BAD_REQUEST)
-            .contains("did you mean crash_reported?")
-    );
+    assert!(bad.problem(StatusCode::BAD_REQUEST).contains("did you mean crash_reported?"));
 }
 
 #[tokio::test]
@@ -210,12 +186,7 @@ async fn ping_answers_202_with_a_ping_id_and_queues_a_delivery_for_that_webhook_
 async fn publishing_an_event_answers_202_and_queues_it_with_its_id() {
     let app = TestApp::new();
 
-    let published = app
-        .post(
-            "/events",
-            json!({"event_type": "ping", "event": {"ping_id": uuid::Uuid::nil()}}),
-        )
-        .await;
+    let published = app.post("/events", json!({"event_type": "ping", "event": {"ping_id": uuid::Uuid::nil()}})).await;
 
     assert_eq!(published.status, StatusCode::ACCEPTED, "{}", published.raw);
     let queued = app.store.due_tasks(Utc::now(), 10).await.unwrap();
@@ -229,29 +200,15 @@ async fn publishing_an_event_answers_202_and_queues_it_with_its_id() {
 async fn publishing_an_invalid_event_is_refused_with_the_reason() {
     let app = TestApp::new();
 
-    let unknown = app
-        .post("/events", json!({"event_type": "tsk_created", "event": {}}))
-        .await;
-    let invalid = app
-        .post(
-            "/events",
-            json!({"event_type": "ping", "event": {"ping_id": 5}}),
-        )
-        .await;
+    let unknown = app.post("/events", json!({"event_type": "tsk_created", "event": {}})).await;
+    let invalid = app.post("/events", json!({"event_type": "ping", "event": {"ping_id": 5}})).await;
 
     assert_eq!(
         unknown.problem(StatusCode::BAD_REQUEST),
         "unknown event type: tsk_created (did you mean task_created?)"
     );
     assert!(invalid.problem(StatusCode::BAD_REQUEST).contains("ping_id"));
-    assert!(
-        app.store
-            .due_tasks(Utc::now(), 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "nothing queued"
-    );
+    assert!(app.store.due_tasks(Utc::now(), 10).await.unwrap().is_empty(), "nothing queued");
 }
 
 async fn insert_logs(app: &TestApp, webhook_id: &str, count: usize) -> Vec<uuid::Uuid> {
@@ -286,9 +243,7 @@ async fn logs_page_newest_first_and_filter_by_state() {
 
     let first = app.get(&format!("/webhooks/{id}/logs?limit=2")).await;
     let cursor = first.body["next"].as_str().unwrap().to_owned();
-    let second = app
-        .get(&format!("/webhooks/{id}/logs?limit=2&next={cursor}"))
-        .await;
+    let second = app.get(&format!("/webhooks/{id}/logs?limit=2&next={cursor}")).await;
     let failed = app.get(&format!("/webhooks/{id}/logs?state=failed")).await;
     let bad_state = app.get(&format!("/webhooks/{id}/logs?state=lost")).await;
 
@@ -304,37 +259,19 @@ async fn logs_page_newest_first_and_filter_by_state() {
     assert_eq!(listed, expected);
     assert!(second.body["next"].is_null());
     let entry = &first.body["items"][0];
-    for key in [
-        "webhook_id",
-        "event_id",
-        "event_type",
-        "state",
-        "try_count",
-        "created_at",
-        "updated_at",
-        "attempts",
-    ] {
+    for key in ["webhook_id", "event_id", "event_type", "state", "try_count", "created_at", "updated_at", "attempts"] {
         assert!(entry.get(key).is_some(), "log entry has {key}: {entry}");
     }
-    assert!(
-        entry.get("event").is_none(),
-        "REST log entries leave the payload out"
-    );
+    assert!(entry.get("event").is_none(), "REST log entries leave the payload out");
     assert_eq!(failed.body["items"].as_array().unwrap().len(), 1);
-    assert!(
-        bad_state
-            .problem(StatusCode::BAD_REQUEST)
-            .starts_with("state:")
-    );
+    assert!(bad_state.problem(StatusCode::BAD_REQUEST).starts_with("state:"));
 }
 
 #[tokio::test]
 async fn logs_of_a_missing_webhook_are_404() {
     let app = TestApp::new();
 
-    let logs = app
-        .get(&format!("/webhooks/{}/logs", uuid::Uuid::new_v4()))
-        .await;
+    let logs = app.get(&format!("/webhooks/{}/logs", uuid::Uuid::new_v4())).await;
 
     logs.problem(StatusCode::NOT_FOUND);
 }
@@ -345,44 +282,20 @@ async fn redeliver_and_recover_queue_stored_deliveries_again() {
     let id = app.create_webhook("hook", &["ping"]).await;
     let event_ids = insert_logs(&app, &id, 2).await;
 
-    let redelivered = app
-        .post(
-            &format!("/webhooks/{id}/logs/{}/redeliver", event_ids[1]),
-            json!({}),
-        )
-        .await;
+    let redelivered = app.post(&format!("/webhooks/{id}/logs/{}/redeliver", event_ids[1]), json!({})).await;
     let recovered = app
         .post(
             &format!("/webhooks/{id}/recover"),
             json!({"since": (Utc::now() - chrono::Duration::days(1)).to_rfc3339()}),
         )
         .await;
-    let missing = app
-        .post(
-            &format!("/webhooks/{id}/logs/{}/redeliver", uuid::Uuid::new_v4()),
-            json!({}),
-        )
-        .await;
-    let bad_since = app
-        .post(
-            &format!("/webhooks/{id}/recover"),
-            json!({"since": "yesterday"}),
-        )
-        .await;
+    let missing = app.post(&format!("/webhooks/{id}/logs/{}/redeliver", uuid::Uuid::new_v4()), json!({})).await;
+    let bad_since = app.post(&format!("/webhooks/{id}/recover"), json!({"since": "yesterday"})).await;
 
-    assert_eq!(
-        redelivered.status,
-        StatusCode::ACCEPTED,
-        "{}",
-        redelivered.raw
-    );
+    assert_eq!(redelivered.status, StatusCode::ACCEPTED, "{}", redelivered.raw);
     assert_eq!(recovered.body, json!({"queued": 1}), "only the failed one");
     missing.problem(StatusCode::NOT_FOUND);
-    assert!(
-        bad_since
-            .problem(StatusCode::BAD_REQUEST)
-            .starts_with("since:")
-    );
+    assert!(bad_since.problem(StatusCode::BAD_REQUEST).starts_with("since:"));
     assert_eq!(app.store.due_tasks(Utc::now(), 10).await.unwrap().len(), 2);
 }
 
@@ -394,51 +307,23 @@ async fn compat_routes_serve_a_whole_onefuzz_session() {
 
     let created = app.post("/api/webhooks", json!({"name": "MYWEBHOOK", "url": "https://contoso.com/x", "event_types": ["task_created"], "secret_token": null, "message_format": null})).await;
     let id = created.body["webhook_id"].as_str().unwrap().to_owned();
-    let listed = app
-        .request(
-            Method::GET,
-            "/api/webhooks",
-            Some(json!({"webhook_id": null})),
-        )
-        .await;
+    let listed = app.request(Method::GET, "/api/webhooks", Some(json!({"webhook_id": null}))).await;
     let listed_bodiless = app.get("/api/webhooks").await;
-    let got = app
-        .request(
-            Method::GET,
-            "/api/webhooks",
-            Some(json!({"webhook_id": id})),
-        )
-        .await;
+    let got = app.request(Method::GET, "/api/webhooks", Some(json!({"webhook_id": id}))).await;
     let updated = app
         .patch("/api/webhooks", json!({"webhook_id": id, "event_types": ["task_created", "task_failed"], "name": null, "url": null, "secret_token": null, "message_format": null}))
         .await;
-    let pinged = app
-        .post("/api/webhooks/ping", json!({"webhook_id": id}))
-        .await;
-    let logs = app
-        .post("/api/webhooks/logs", json!({"webhook_id": id}))
-        .await;
-    let deleted = app
-        .request(
-            Method::DELETE,
-            "/api/webhooks",
-            Some(json!({"webhook_id": id})),
-        )
-        .await;
+    let pinged = app.post("/api/webhooks/ping", json!({"webhook_id": id})).await;
+    let logs = app.post("/api/webhooks/logs", json!({"webhook_id": id})).await;
+    let deleted = app.request(Method::DELETE, "/api/webhooks", Some(json!({"webhook_id": id}))).await;
 
     assert_eq!(created.status, StatusCode::OK, "{}", created.raw);
     assert_eq!(keys(&created.body), ["event_types", "name", "webhook_id"]);
     assert_eq!(listed.body, json!([created.body]));
     assert_eq!(listed_bodiless.body, listed.body);
     assert_eq!(got.body["url"], "https://contoso.com/x");
-    assert_eq!(
-        updated.body["event_types"],
-        json!(["task_created", "task_failed"])
-    );
-    assert_eq!(
-        updated.body["name"], "MYWEBHOOK",
-        "null means unchanged on compat routes"
-    );
+    assert_eq!(updated.body["event_types"], json!(["task_created", "task_failed"]));
+    assert_eq!(updated.body["name"], "MYWEBHOOK", "null means unchanged on compat routes");
     assert_eq!(pinged.status, StatusCode::OK);
     assert!(uuid::Uuid::parse_str(pinged.body["ping_id"].as_str().unwrap()).is_ok());
     assert_eq!(logs.body, json!([]));
@@ -451,9 +336,7 @@ async fn compat_logs_include_the_onefuzz_event_fields() {
     let id = app.create_webhook("hook", &["ping"]).await;
     insert_logs(&app, &id, 1).await;
 
-    let logs = app
-        .post("/api/webhooks/logs", json!({"webhook_id": id}))
-        .await;
+    let logs = app.post("/api/webhooks/logs", json!({"webhook_id": id})).await;
 
     let entry = &logs.body[0];
     assert!(entry["event"]["ping_id"].is_string(), "{entry}");
@@ -473,14 +356,8 @@ async fn compat_routes_answer_a_missing_webhook_with_400_unable_to_find() {
         (Method::POST, "/api/webhooks/ping"),
         (Method::POST, "/api/webhooks/logs"),
     ] {
-        let response = app
-            .request(method.clone(), path, Some(json!({"webhook_id": ghost})))
-            .await;
-        assert_eq!(
-            response.problem(StatusCode::BAD_REQUEST),
-            "unable to find webhook",
-            "{method} {path}"
-        );
+        let response = app.request(method.clone(), path, Some(json!({"webhook_id": ghost}))).await;
+        assert_eq!(response.problem(StatusCode::BAD_REQUEST), "unable to find webhook", "{method} {path}");
         assert_eq!(response.body["title"], "INVALID_REQUEST");
         assert_eq!(response.body["code"], 450);
     }
@@ -491,23 +368,13 @@ async fn compat_routes_refuse_unknown_fields_unless_null() {
     let app = TestApp::new();
 
     let unknown = app
-        .post(
-            "/api/webhooks",
-            json!({"name": "n", "url": "https://e.com", "event_types": [], "colour": "blue"}),
-        )
+        .post("/api/webhooks", json!({"name": "n", "url": "https://e.com", "event_types": [], "colour": "blue"}))
         .await;
     let null_unknown = app
-        .post(
-            "/api/webhooks",
-            json!({"name": "n", "url": "https://e.com", "event_types": [], "colour": null}),
-        )
+        .post("/api/webhooks", json!({"name": "n", "url": "https://e.com", "event_types": [], "colour": null}))
         .await;
 
-    assert!(
-        unknown
-            .problem(StatusCode::BAD_REQUEST)
-            .starts_with("colour: unknown field")
-    );
+    assert!(unknown.problem(StatusCode::BAD_REQUEST).starts_with("colour: unknown field"));
     assert_eq!(null_unknown.status, StatusCode::OK, "{}", null_unknown.raw);
 }
 
@@ -519,46 +386,16 @@ async fn every_kind_of_bad_create_body_gets_a_400_naming_the_field() {
     let long_name = "n".repeat(257);
     let long_url = format!("https://example.com/{}", "a".repeat(2048));
     let cases = [
-        (
-            json!({"name": 5, "url": "https://e.com", "event_types": []}),
-            "name: invalid type",
-        ),
-        (
-            json!({"name": "n", "url": "https://e.com", "event_types": "task_created"}),
-            "event_types: invalid type",
-        ),
-        (
-            json!({"name": "n", "url": "https://e.com"}),
-            "missing field `event_types`",
-        ),
-        (
-            json!({"url": "https://e.com", "event_types": []}),
-            "missing field `name`",
-        ),
-        (
-            json!({"name": "  ", "url": "https://e.com", "event_types": []}),
-            "name: must not be empty",
-        ),
-        (
-            json!({"name": long_name, "url": "https://e.com", "event_types": []}),
-            "name: must be at most 256",
-        ),
-        (
-            json!({"name": "n", "url": "ftp://e.com", "event_types": []}),
-            "url: scheme must be http or https",
-        ),
-        (
-            json!({"name": "n", "url": "/hook", "event_types": []}),
-            "url: must be an absolute",
-        ),
-        (
-            json!({"name": "n", "url": "https://u:p@e.com", "event_types": []}),
-            "url: must not contain a username",
-        ),
-        (
-            json!({"name": "n", "url": long_url, "event_types": []}),
-            "url: must be at most 2048",
-        ),
+        (json!({"name": 5, "url": "https://e.com", "event_types": []}), "name: invalid type"),
+        (json!({"name": "n", "url": "https://e.com", "event_types": "task_created"}), "event_types: invalid type"),
+        (json!({"name": "n", "url": "https://e.com"}), "missing field `event_types`"),
+        (json!({"url": "https://e.com", "event_types": []}), "missing field `name`"),
+        (json!({"name": "  ", "url": "https://e.com", "event_types": []}), "name: must not be empty"),
+        (json!({"name": long_name, "url": "https://e.com", "event_types": []}), "name: must be at most 256"),
+        (json!({"name": "n", "url": "ftp://e.com", "event_types": []}), "url: scheme must be http or https"),
+        (json!({"name": "n", "url": "/hook", "event_types": []}), "url: must be an absolute"),
+        (json!({"name": "n", "url": "https://u:p@e.com", "event_types": []}), "url: must not contain a username"),
+        (json!({"name": "n", "url": long_url, "event_types": []}), "url: must be at most 2048"),
         (
             json!({"name": "n", "url": "https://e.com", "event_types": ["tsk_created"]}),
             "unknown event type: tsk_created (did you mean task_created?)",
@@ -583,18 +420,19 @@ async fn every_kind_of_bad_create_body_gets_a_400_naming_the_field() {
         let detail = response.problem(StatusCode::BAD_REQUEST);
         assert!(detail.contains(expected), "{body} -> {detail}");
     }
-    assert_eq!(
-        app.get("/webhooks").await.body["items"],
-        json!([]),
-        "nothing was stored"
-    );
+    assert_eq!(app.get("/webhooks").await.body["items"], json!([]), "nothing was stored");
 }
 
 #[tokio::test]
 async fn duplicate_event_types_are_deduplicated_not_refused() {
     let app = TestApp::new();
 
-    let created = app.post("/webhooks", json!({"name": "n", "url": "https://e.com", "event_types": ["ping", "task_created", "ping"]})).await;
+    let created = app
+        .post(
+            "/webhooks",
+            json!({"name": "n", "url": "https://e.com", "event_types": ["ping", "task_created", "ping"]}),
+        )
+        .await;
 
     assert_eq!(created.body["event_types"], json!(["ping", "task_created"]));
 }
@@ -611,29 +449,11 @@ async fn malformed_json_and_uuids_are_400() {
 
     let malformed = app.send(raw).await;
     let bad_path = app.get("/webhooks/not-a-uuid").await;
-    let bad_body = app
-        .request(
-            Method::GET,
-            "/api/webhooks",
-            Some(json!({"webhook_id": "nope"})),
-        )
-        .await;
+    let bad_body = app.request(Method::GET, "/api/webhooks", Some(json!({"webhook_id": "nope"}))).await;
 
-    assert!(
-        malformed
-            .problem(StatusCode::BAD_REQUEST)
-            .starts_with("malformed JSON")
-    );
-    assert!(
-        bad_path
-            .problem(StatusCode::BAD_REQUEST)
-            .starts_with("webhook_id: not a valid UUID")
-    );
-    assert!(
-        bad_body
-            .problem(StatusCode::BAD_REQUEST)
-            .starts_with("webhook_id: not a valid UUID")
-    );
+    assert!(malformed.problem(StatusCode::BAD_REQUEST).starts_with("malformed JSON"));
+    assert!(bad_path.problem(StatusCode::BAD_REQUEST).starts_with("webhook_id: not a valid UUID"));
+    assert!(bad_body.problem(StatusCode::BAD_REQUEST).starts_with("webhook_id: not a valid UUID"));
 }
 
 #[tokio::test]
@@ -658,11 +478,7 @@ async fn a_non_json_content_type_is_415() {
 
     let response = app.send(request).await;
 
-    assert!(
-        response
-            .problem(StatusCode::UNSUPPORTED_MEDIA_TYPE)
-            .contains("text/plain")
-    );
+    assert!(response.problem(StatusCode::UNSUPPORTED_MEDIA_TYPE).contains("text/plain"));
 }
 
 #[tokio::test]
@@ -686,18 +502,10 @@ async fn wrong_methods_are_405_with_an_allow_header() {
 
 #[tokio::test]
 async fn https_only_refuses_plain_http_urls() {
-    let config = webhooks::Config {
-        https_only: true,
-        ..Default::default()
-    };
+    let config = webhooks::Config { https_only: true, ..Default::default() };
     let app = TestApp::with_config(config);
 
-    let response = app
-        .post(
-            "/webhooks",
-            json!({"name": "n", "url": "http://e.com", "event_types": []}),
-        )
-        .await;
+    let response = app.post("/webhooks", json!({"name": "n", "url": "http://e.com", "event_types": []})).await;
 
     assert!(response.problem(StatusCode::BAD_REQUEST).contains("https"));
 }
@@ -727,10 +535,7 @@ async fn with_an_api_token_every_route_requires_the_bearer_token() {
     let wrong = app.send(wrong).await;
     let ok = app.send(authorized).await;
 
-    assert_eq!(
-        missing.problem(StatusCode::UNAUTHORIZED),
-        "missing or invalid bearer token"
-    );
+    assert_eq!(missing.problem(StatusCode::UNAUTHORIZED), "missing or invalid bearer token");
     assert_eq!(missing.body["code"], 457);
     compat.problem(StatusCode::UNAUTHORIZED);
     wrong.problem(StatusCode::UNAUTHORIZED);
@@ -787,13 +592,15 @@ async fn no_route_ever_shows_the_secret_in_a_response_or_a_log_line() {
     let app = TestApp::new();
     let mut outputs = Vec::new();
 
-    let created = app.post("/webhooks", json!({"name": "n", "url": "https://e.com", "event_types": ["ping"], "secret_token": secret})).await;
+    let created = app
+        .post(
+            "/webhooks",
+            json!({"name": "n", "url": "https://e.com", "event_types": ["ping"], "secret_token": secret}),
+        )
+        .await;
     let id = created.body["webhook_id"].as_str().unwrap().to_owned();
     outputs.push(created);
-    outputs.push(
-        app.patch(&format!("/webhooks/{id}"), json!({"secret_token": rotated}))
-            .await,
-    );
+    outputs.push(app.patch(&format!("/webhooks/{id}"), json!({"secret_token": rotated})).await);
     outputs.push(app.get(&format!("/webhooks/{id}")).await);
     outputs.push(app.get("/webhooks").await);
     outputs.push(app.post(&format!("/webhooks/{id}/ping"), json!({})).await);
@@ -806,56 +613,30 @@ async fn no_route_ever_shows_the_secret_in_a_response_or_a_log_line() {
         )
         .await,
     );
-    outputs.push(
-        app.request(Method::GET, "/api/webhooks", Some(json!({})))
-            .await,
-    );
-    outputs.push(
-        app.request(
-            Method::GET,
-            "/api/webhooks",
-            Some(json!({"webhook_id": id})),
-        )
-        .await,
-    );
-    outputs.push(
-        app.patch(
-            "/api/webhooks",
-            json!({"webhook_id": id, "secret_token": secret}),
-        )
-        .await,
-    );
-    outputs.push(
-        app.post("/api/webhooks/ping", json!({"webhook_id": id}))
-            .await,
-    );
-    outputs.push(
-        app.post("/api/webhooks/logs", json!({"webhook_id": id}))
-            .await,
-    );
+    outputs.push(app.request(Method::GET, "/api/webhooks", Some(json!({}))).await);
+    outputs.push(app.request(Method::GET, "/api/webhooks", Some(json!({"webhook_id": id}))).await);
+    outputs.push(app.patch("/api/webhooks", json!({"webhook_id": id, "secret_token": secret})).await);
+    outputs.push(app.post("/api/webhooks/ping", json!({"webhook_id": id})).await);
+    outputs.push(app.post("/api/webhooks/logs", json!({"webhook_id": id})).await);
     // Refusals must not echo the secret either.
+    outputs.push(
+        app.post("/webhooks", json!({"name": "", "url": "https://e.com", "event_types": [], "secret_token": secret}))
+            .await,
+    );
     outputs.push(
         app.post(
             "/webhooks",
-            json!({"name": "", "url": "https://e.com", "event_types": [], "secret_token": secret}),
+            json!({"name": "n", "url": "https://e.com", "event_types": [], "secret_token": secret.repeat(100)}),
         )
         .await,
     );
-    outputs.push(app.post("/webhooks", json!({"name": "n", "url": "https://e.com", "event_types": [], "secret_token": secret.repeat(100)})).await);
-    outputs.push(
-        app.patch(&format!("/webhooks/{id}"), json!({"secret_token": 5}))
-            .await,
-    );
+    outputs.push(app.patch(&format!("/webhooks/{id}"), json!({"secret_token": 5})).await);
     outputs.push(app.delete(&format!("/webhooks/{id}")).await);
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(!logs.is_empty(), "the capture saw the handlers' log lines");
     for output in &outputs {
-        assert!(
-            !output.raw.contains(secret) && !output.raw.contains(rotated),
-            "{}",
-            output.raw
-        );
+        assert!(!output.raw.contains(secret) && !output.raw.contains(rotated), "{}", output.raw);
     }
     assert!(!logs.contains(secret) && !logs.contains(rotated), "{logs}");
 }

@@ -29,6 +29,10 @@ impl App {
 
     /// The AWS wiring: DynamoDB store and SQS queue from the environment (SPEC §8).
     pub async fn from_env(needs: Needs) -> Result<Self, ConfigError> {
+        Self::from_env_inner(needs).await.inspect_err(|err| tracing::error!(error = %err, "configuration is incomplete"))
+    }
+
+    async fn from_env_inner(needs: Needs) -> Result<Self, ConfigError> {
         let config = Config::from_env()?;
         let table = config.require_table_name()?.to_owned();
         let queue_url = match needs {
@@ -47,10 +51,16 @@ impl App {
 
 /// The sender Lambda's wiring: DynamoDB store, SQS events queue and dead-letter queue.
 pub async fn sender_from_env() -> Result<Sender, Box<dyn std::error::Error + Send + Sync>> {
-    let config = Config::from_env()?;
-    let table = config.require_table_name()?.to_owned();
-    let queue_url = config.require_events_queue_url()?.to_owned();
-    let dead_letter_url = config.require_dead_letter_queue_url()?.to_owned();
+    let config = Config::from_env().inspect_err(|err| tracing::error!(error = %err, "configuration is incomplete"))?;
+    let required = (|| {
+        Ok::<_, ConfigError>((
+            config.require_table_name()?.to_owned(),
+            config.require_events_queue_url()?.to_owned(),
+            config.require_dead_letter_queue_url()?.to_owned(),
+        ))
+    })();
+    let (table, queue_url, dead_letter_url) =
+        required.inspect_err(|err| tracing::error!(error = %err, "configuration is incomplete"))?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));

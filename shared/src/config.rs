@@ -13,12 +13,19 @@ const INSTANCE_NAMESPACE: Uuid = Uuid::from_u128(0x2b0c_6a4e_91d3_4f57_8e20_5c1a
 
 pub const DEFAULT_RETRY_SCHEDULE_SECS: [u64; 7] = [5, 300, 1800, 7200, 18000, 36000, 36000];
 
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum ConfigError {
     #[error("{name} is required but not set")]
     Missing { name: &'static str },
     #[error("{name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+}
+
+/// A Lambda `main` returning this prints it with `Debug`: make that the readable message.
+impl std::fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 #[derive(Debug, Clone)]

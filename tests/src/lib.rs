@@ -4,6 +4,7 @@
 
 pub mod moto;
 mod receiver;
+pub mod runtime_api;
 mod sending;
 
 pub use receiver::{Received, Receiver, Reply};
@@ -40,18 +41,13 @@ impl TestApp {
     pub fn with_config(config: Config) -> Self {
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory().expect("in-memory store"));
         let queue = Arc::new(LocalQueue::new(store.clone()));
-        Self {
-            app: App::new(store.clone(), queue, config),
-            store,
-        }
+        Self { app: App::new(store.clone(), queue, config), store }
     }
 
     pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> TestResponse {
         let builder = http::Request::builder().method(method).uri(path);
         let request = match body {
-            Some(json) => builder
-                .header("content-type", "application/json")
-                .body(Body::from(json.to_string())),
+            Some(json) => builder.header("content-type", "application/json").body(Body::from(json.to_string())),
             None => builder.body(Body::Empty),
         };
         self.send(request.expect("request")).await
@@ -60,20 +56,11 @@ impl TestApp {
     pub async fn send(&self, request: Request) -> TestResponse {
         let response = webhooks::api::route(&self.app, request).await;
         let status = response.status();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let content_type =
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
         let raw = String::from_utf8_lossy(response.body().as_ref()).into_owned();
         let body = serde_json::from_str(&raw).unwrap_or(Value::String(raw.clone()));
-        TestResponse {
-            status,
-            content_type,
-            body,
-            raw,
-        }
+        TestResponse { status, content_type, body, raw }
     }
 
     pub async fn get(&self, path: &str) -> TestResponse {
@@ -101,10 +88,7 @@ impl TestApp {
             )
             .await;
         assert_eq!(response.status, StatusCode::CREATED, "{}", response.raw);
-        response.body["webhook_id"]
-            .as_str()
-            .expect("webhook_id")
-            .to_owned()
+        response.body["webhook_id"].as_str().expect("webhook_id").to_owned()
     }
 }
 
@@ -118,17 +102,9 @@ impl TestResponse {
     /// Asserts a problem+json answer with this status, and returns its detail.
     pub fn problem(&self, status: StatusCode) -> String {
         assert_eq!(self.status, status, "{}", self.raw);
-        assert_eq!(
-            self.content_type, "application/problem+json",
-            "{}",
-            self.raw
-        );
+        assert_eq!(self.content_type, "application/problem+json", "{}", self.raw);
         assert_eq!(self.body["status"], status.as_u16(), "{}", self.raw);
-        assert!(
-            self.body["code"].is_u64() && self.body["title"].is_string(),
-            "{}",
-            self.raw
-        );
+        assert!(self.body["code"].is_u64() && self.body["title"].is_string(), "{}", self.raw);
         assert_eq!(self.body["errors"][0], self.body["detail"]);
         self.body["detail"].as_str().unwrap_or_default().to_owned()
     }

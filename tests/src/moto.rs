@@ -9,7 +9,9 @@ use webhooks::store::{DynamoStore, TableDefinition};
 pub fn endpoint() -> String {
     match std::env::var("WEBHOOKS_TEST_MOTO_URL").or_else(|_| std::env::var("AWS_ENDPOINT_URL")) {
         Ok(url) if !url.trim().is_empty() => url,
-        _ => panic!("no moto emulator: run the suite with scripts/test (it starts moto and sets WEBHOOKS_TEST_MOTO_URL)"),
+        _ => {
+            panic!("no moto emulator: run the suite with scripts/test (it starts moto and sets WEBHOOKS_TEST_MOTO_URL)")
+        }
     }
 }
 
@@ -37,7 +39,8 @@ pub async fn dynamo_store() -> (DynamoStore, String) {
 /// A fresh SQS queue; returns its URL.
 pub async fn queue(prefix: &str) -> String {
     let client = aws_sdk_sqs::Client::new(&sdk_config());
-    let created = client.create_queue().queue_name(format!("{prefix}-{}", Uuid::new_v4())).send().await.expect("create queue");
+    let created =
+        client.create_queue().queue_name(format!("{prefix}-{}", Uuid::new_v4())).send().await.expect("create queue");
     created.queue_url().expect("queue url").to_owned()
 }
 
@@ -60,8 +63,16 @@ pub async fn drain(queue_url: &str) -> Vec<(String, String, Option<String>)> {
             return messages;
         }
         for message in batch {
-            let reason = message.message_attributes().and_then(|a| a.get("reason")).and_then(|v| v.string_value()).map(str::to_owned);
-            messages.push((message.message_id().unwrap_or_default().to_owned(), message.body().unwrap_or_default().to_owned(), reason));
+            let reason = message
+                .message_attributes()
+                .and_then(|a| a.get("reason"))
+                .and_then(|v| v.string_value())
+                .map(str::to_owned);
+            messages.push((
+                message.message_id().unwrap_or_default().to_owned(),
+                message.body().unwrap_or_default().to_owned(),
+                reason,
+            ));
             if let Some(handle) = message.receipt_handle() {
                 client.delete_message().queue_url(queue_url).receipt_handle(handle).send().await.expect("delete");
             }

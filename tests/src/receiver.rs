@@ -108,7 +108,11 @@ impl Receiver {
         let (parts, body) = request.into_parts();
         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let reply = self.script.lock().expect("script").pop_front().unwrap_or(Reply::status(200));
-        self.received.lock().expect("received").push(Received { path: parts.uri.path().to_owned(), headers: parts.headers, body });
+        self.received.lock().expect("received").push(Received {
+            path: parts.uri.path().to_owned(),
+            headers: parts.headers,
+            body,
+        });
         tokio::time::sleep(reply.delay).await;
         let mut response = Response::new(Full::new(Bytes::from(reply.body)));
         *response.status_mut() = StatusCode::from_u16(reply.status).expect("status");

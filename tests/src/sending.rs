@@ -65,8 +65,14 @@ impl TestSender {
         let queue = RecordingQueue::default();
         let dead_letters = RecordingDeadLetters::default();
         let config = Arc::new(config);
-        let sender = Sender::new(store.clone(), Arc::new(queue.clone()), Arc::new(dead_letters.clone()), config.clone(), &allowed)
-            .expect("sender");
+        let sender = Sender::new(
+            store.clone(),
+            Arc::new(queue.clone()),
+            Arc::new(dead_letters.clone()),
+            config.clone(),
+            &allowed,
+        )
+        .expect("sender");
         let app = App { store: store.clone(), queue: Arc::new(queue.clone()), config };
         Self { sender, app, store, queue, dead_letters }
     }

@@ -247,7 +247,8 @@ impl Webhook {
     }
 }
 
-/// Sorted, duplicate-free event types, so the stored list and subscriptions agree.
+/// Event types without duplicates, in the order first given, so the stored list and the
+/// subscription items agree.
 pub fn dedup_event_types(mut types: Vec<EventType>) -> Vec<EventType> {
     let mut seen = std::collections::HashSet::new();
     types.retain(|t| seen.insert(*t));

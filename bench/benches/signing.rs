@@ -48,9 +48,11 @@ fn envelope_and_sign(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(size as u64));
         for format in MessageFormat::ALL {
             let hook = webhook(format);
-            group.bench_with_input(BenchmarkId::new(format.as_str(), format!("{}KiB", size / 1024)), &event, |b, event| {
-                b.iter(|| signed_request(&hook, event, Utc::now()).expect("sign"))
-            });
+            group.bench_with_input(
+                BenchmarkId::new(format.as_str(), format!("{}KiB", size / 1024)),
+                &event,
+                |b, event| b.iter(|| signed_request(&hook, event, Utc::now()).expect("sign")),
+            );
         }
     }
     group.finish();

@@ -31,7 +31,8 @@ pub async fn run(kind: &str, total: usize, subscribed: usize, repeats: usize) ->
     let creates = (0..total).map(|i| {
         let app = app.clone();
         async move {
-            let event_types = if i < subscribed { vec![EventType::CrashReported] } else { vec![EventType::TaskCreated] };
+            let event_types =
+                if i < subscribed { vec![EventType::CrashReported] } else { vec![EventType::TaskCreated] };
             app.create_webhook(NewWebhook {
                 name: WebhookName::parse(&format!("hook-{i}")).map_err(|e| e.to_string())?,
                 url: WebhookUrl::parse("https://example.com/hook", false).map_err(|e| e.to_string())?,

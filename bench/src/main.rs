@@ -73,7 +73,9 @@ enum Mode {
 async fn main() {
     let result = match Cli::parse().mode {
         Mode::Receiver { port } => receiver::run(port).await,
-        Mode::Raw { url, requests, concurrency, body_bytes } => throughput::raw(&url, requests, concurrency, body_bytes).await,
+        Mode::Raw { url, requests, concurrency, body_bytes } => {
+            throughput::raw(&url, requests, concurrency, body_bytes).await
+        }
         Mode::Engine { url, events, subscribers, concurrency, body_bytes } => {
             throughput::engine(&url, events, subscribers, concurrency, body_bytes).await
         }

@@ -31,7 +31,8 @@ pub async fn raw(url: &str, requests: usize, concurrency: usize, body_bytes: usi
             tokio::spawn(async move {
                 let mut failed = 0;
                 while next.fetch_add(1, Ordering::Relaxed) < requests {
-                    let sent = client.post(&url).header("content-type", "application/json").body(body.clone()).send().await;
+                    let sent =
+                        client.post(&url).header("content-type", "application/json").body(body.clone()).send().await;
                     match sent {
                         Ok(response) if response.status().is_success() => {
                             let _ = response.bytes().await;
@@ -51,12 +52,19 @@ pub async fn raw(url: &str, requests: usize, concurrency: usize, body_bytes: usi
     Ok(())
 }
 
-pub async fn engine(url: &str, events: usize, subscribers: usize, concurrency: usize, body_bytes: usize) -> Result<(), String> {
+pub async fn engine(
+    url: &str,
+    events: usize,
+    subscribers: usize,
+    concurrency: usize,
+    body_bytes: usize,
+) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).map_err(|e| e.to_string())?);
     let config = Arc::new(Config { delivery_concurrency: concurrency, ..Config::default() });
-    let sender = Sender::new(store.clone(), Arc::new(Discard), Arc::new(Discard), config.clone(), &CidrList::loopback())
-        .map_err(|e| e.to_string())?;
+    let sender =
+        Sender::new(store.clone(), Arc::new(Discard), Arc::new(Discard), config.clone(), &CidrList::loopback())
+            .map_err(|e| e.to_string())?;
     let app = App { store, queue: Arc::new(Discard), config };
     for i in 0..subscribers {
         app.create_webhook(NewWebhook {

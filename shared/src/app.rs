@@ -29,7 +29,9 @@ impl App {
 
     /// The AWS wiring: DynamoDB store and SQS queue from the environment (SPEC §8).
     pub async fn from_env(needs: Needs) -> Result<Self, ConfigError> {
-        Self::from_env_inner(needs).await.inspect_err(|err| tracing::error!(error = %err, "configuration is incomplete"))
+        Self::from_env_inner(needs)
+            .await
+            .inspect_err(|err| tracing::error!(error = %err, "configuration is incomplete"))
     }
 
     async fn from_env_inner(needs: Needs) -> Result<Self, ConfigError> {

@@ -282,7 +282,8 @@ async fn redeliver_and_recover_queue_stored_deliveries_again() {
     let id = app.create_webhook("hook", &["ping"]).await;
     let event_ids = insert_logs(&app, &id, 2).await;
 
-    let redelivered = app.post(&format!("/webhooks/{id}/logs/{}/redeliver", event_ids[1]), json!({})).await;
+    let redelivered = app.post(&format!("/webhooks/{id}/logs/{}/redeliver", event_ids[0]), json!({})).await;
+    let still_pending = app.post(&format!("/webhooks/{id}/logs/{}/redeliver", event_ids[1]), json!({})).await;
     let recovered = app
         .post(
             &format!("/webhooks/{id}/recover"),
@@ -295,6 +296,7 @@ async fn redeliver_and_recover_queue_stored_deliveries_again() {
     assert_eq!(redelivered.status, StatusCode::ACCEPTED, "{}", redelivered.raw);
     assert_eq!(recovered.body, json!({"queued": 1}), "only the failed one");
     missing.problem(StatusCode::NOT_FOUND);
+    assert!(still_pending.problem(StatusCode::CONFLICT).contains("still queued"));
     assert!(bad_since.problem(StatusCode::BAD_REQUEST).starts_with("since:"));
     assert_eq!(app.store.due_tasks(Utc::now(), 10).await.unwrap().len(), 2);
 }
@@ -631,6 +633,14 @@ async fn no_route_ever_shows_the_secret_in_a_response_or_a_log_line() {
         .await,
     );
     outputs.push(app.patch(&format!("/webhooks/{id}"), json!({"secret_token": 5})).await);
+    let numeric_secret = app
+        .post(
+            "/webhooks",
+            json!({"name": "n", "url": "https://e.com", "event_types": [], "secret_token": 98765432123456789u64}),
+        )
+        .await;
+    assert_eq!(numeric_secret.problem(StatusCode::BAD_REQUEST), "secret_token: must be a string");
+    assert!(!numeric_secret.raw.contains("98765432123456789"));
     outputs.push(app.delete(&format!("/webhooks/{id}")).await);
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();

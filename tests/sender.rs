@@ -418,6 +418,48 @@ async fn a_batch_of_ten_events_to_ten_slow_receivers_runs_concurrently() {
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
 }
 
+#[tokio::test]
+async fn a_large_fan_out_delivers_some_inline_and_hands_the_rest_to_the_queue() {
+    let receiver = Receiver::ok().await;
+    let config = Config { fanout_inline_limit: 3, ..Config::default() };
+    let sender = TestSender::with(config, CidrList::loopback());
+    for _ in 0..5 {
+        create(&sender, &receiver.url(), &["ping"], json!({})).await;
+    }
+
+    let outcome = sender.handle(&ping_event(Uuid::new_v4())).await;
+    let handed_off = sender.queue.sent.lock().expect("queue").clone();
+    sender.pump().await;
+
+    assert!(matches!(outcome, MessageOutcome::Done(ref t) if t.delivered == 3), "{outcome:?}");
+    assert_eq!(handed_off.len(), 2);
+    assert!(handed_off.iter().all(|(body, _)| body.contains(r#""reason":"fanout""#)));
+    assert_eq!(receiver.received().len(), 5);
+}
+
+#[tokio::test]
+async fn a_task_cannot_smuggle_another_payload_past_the_log() {
+    let receiver = Receiver::start(vec![Reply::status(500)]).await;
+    let sender = TestSender::new();
+    let webhook_id = create(&sender, &receiver.url(), &["ping"], json!({})).await;
+    let event_id = Uuid::new_v4();
+    sender.handle(&ping_event(event_id)).await;
+    let mut retry: Value = serde_json::from_str(&sender.queue.take()[0].0).expect("retry task");
+    retry["envelope"]["event"]["ping_id"] = json!(Uuid::nil());
+    let mut fake_ping = retry.clone();
+    fake_ping["reason"] = json!("ping");
+    fake_ping["envelope"]["event_type"] = json!("task_created");
+
+    let forged = sender.handle(&fake_ping.to_string()).await;
+    sender.handle(&retry.to_string()).await;
+
+    assert!(matches!(forged, MessageOutcome::Invalid(ref reason) if reason.contains("ping task")), "{forged:?}");
+    let bodies: Vec<Value> = receiver.received().iter().map(Received::json).collect();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(bodies[1]["event"], bodies[0]["event"], "the retry sent the stored payload");
+    assert_eq!(sender.log(&webhook_id, event_id).await.state, DeliveryState::Succeeded);
+}
+
 // --- with moto: SQS, the dead-letter queue and DynamoDB ---
 
 #[tokio::test]

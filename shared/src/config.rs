@@ -11,6 +11,9 @@ use crate::domain::SecretToken;
 /// Namespace for the default instance id: UUID v5 of the instance name, stable across deploys.
 const INSTANCE_NAMESPACE: Uuid = Uuid::from_u128(0x2b0c_6a4e_91d3_4f57_8e20_5c1a_9d7b_3e46);
 
+/// Longest single wait between attempts: a week.
+const MAX_RETRY_STEP_SECS: u64 = 7 * 86400;
+
 pub const DEFAULT_RETRY_SCHEDULE_SECS: [u64; 7] = [5, 300, 1800, 7200, 18000, 36000, 36000];
 
 #[derive(thiserror::Error)]
@@ -47,8 +50,11 @@ pub struct Config {
     pub secret_rotation_grace: chrono::Duration,
     /// A webhook whose deliveries all failed for this long is disabled.
     pub auto_disable_after: chrono::Duration,
-    /// Deliveries in flight at once per sender batch.
+    /// Deliveries in flight at once per sender process.
     pub delivery_concurrency: usize,
+    /// Subscribers an event is delivered to inline; the rest go through the queue as one task
+    /// per webhook, so a sender batch always finishes within its time limit.
+    pub fanout_inline_limit: usize,
     /// Local mode only: when set, every route requires `Authorization: Bearer <token>`.
     pub api_token: Option<SecretToken>,
 }
@@ -74,12 +80,17 @@ impl Config {
         let retry_schedule = match get("RETRY_SCHEDULE") {
             Some(text) => text
                 .split(',')
-                .map(|s| s.trim().parse::<u64>().map(Duration::from_secs))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| invalid("RETRY_SCHEDULE", format!("comma-separated seconds expected ({e})")))?,
+                .map(|s| match s.trim().parse::<u64>() {
+                    Ok(secs) if secs <= MAX_RETRY_STEP_SECS => Ok(Duration::from_secs(secs)),
+                    _ => Err(invalid(
+                        "RETRY_SCHEDULE",
+                        format!("comma-separated seconds from 0 to {MAX_RETRY_STEP_SECS} expected, got {s:?}"),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
             None => DEFAULT_RETRY_SCHEDULE_SECS.iter().map(|s| Duration::from_secs(*s)).collect(),
         };
-        Ok(Self {
+        let config = Self {
             table_name: get("TABLE_NAME"),
             events_queue_url: get("EVENTS_QUEUE_URL"),
             dead_letter_queue_url: get("DEAD_LETTER_QUEUE_URL"),
@@ -91,9 +102,17 @@ impl Config {
                 None => CidrList::default(),
             },
             deny_public_targets: flag(get("DENY_PUBLIC_TARGETS"), "DENY_PUBLIC_TARGETS")?,
-            delivery_timeout: Duration::from_secs(number(get("DELIVERY_TIMEOUT_SECS"), "DELIVERY_TIMEOUT_SECS", 15)?),
+            delivery_timeout: Duration::from_secs(bounded(
+                get("DELIVERY_TIMEOUT_SECS"),
+                "DELIVERY_TIMEOUT_SECS",
+                15,
+                1,
+                300,
+            )?),
             retry_schedule,
-            log_retention: chrono::Duration::days(number(get("LOG_RETENTION_DAYS"), "LOG_RETENTION_DAYS", 7)? as i64),
+            log_retention: chrono::Duration::days(
+                bounded(get("LOG_RETENTION_DAYS"), "LOG_RETENTION_DAYS", 7, 1, 3650)? as i64,
+            ),
             secret_rotation_grace: chrono::Duration::seconds(number(
                 get("SECRET_ROTATION_GRACE_SECS"),
                 "SECRET_ROTATION_GRACE_SECS",
@@ -105,13 +124,29 @@ impl Config {
                 5 * 24 * 3600,
             )? as i64),
             delivery_concurrency: number(get("DELIVERY_CONCURRENCY"), "DELIVERY_CONCURRENCY", 32)?.max(1) as usize,
+            fanout_inline_limit: number(get("FANOUT_INLINE_LIMIT"), "FANOUT_INLINE_LIMIT", 16)? as usize,
             api_token: match get("WEBHOOKS_API_TOKEN") {
                 Some(token) => {
                     Some(SecretToken::parse(&token).map_err(|_| invalid("WEBHOOKS_API_TOKEN", "1-1024 characters"))?)
                 }
                 None => None,
             },
-        })
+        };
+        config.check_retention()?;
+        Ok(config)
+    }
+
+    /// A log entry must outlive its retries: the sender continues a retry from the entry.
+    fn check_retention(&self) -> Result<(), ConfigError> {
+        let schedule: Duration = self.retry_schedule.iter().sum();
+        let needed = chrono::Duration::from_std(schedule.mul_f64(1.25)).unwrap_or(chrono::Duration::MAX);
+        if self.log_retention < needed {
+            return Err(invalid(
+                "LOG_RETENTION_DAYS",
+                format!("must cover the retry schedule with jitter ({} hours)", needed.num_hours() + 1),
+            ));
+        }
+        Ok(())
     }
 
     pub fn require_table_name(&self) -> Result<&str, ConfigError> {
@@ -144,9 +179,15 @@ fn flag(value: Option<String>, name: &'static str) -> Result<bool, ConfigError> 
 }
 
 fn number(value: Option<String>, name: &'static str, default: u64) -> Result<u64, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(text) => text.parse().map_err(|_| invalid(name, format!("expected a whole number, got {text:?}"))),
+    bounded(value, name, default, 0, u64::from(u32::MAX))
+}
+
+/// A whole number within `min..=max`, so later time arithmetic cannot overflow.
+fn bounded(value: Option<String>, name: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    let Some(text) = value else { return Ok(default) };
+    match text.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(invalid(name, format!("expected a whole number from {min} to {max}, got {text:?}"))),
     }
 }
 
@@ -186,6 +227,14 @@ mod tests {
             config(&[]).unwrap().require_table_name().unwrap_err().to_string(),
             "TABLE_NAME is required but not set"
         );
+    }
+
+    #[test]
+    fn log_retention_shorter_than_the_retry_schedule_is_refused() {
+        let err = config(&[("LOG_RETENTION_DAYS", "1")]).unwrap_err().to_string();
+
+        assert!(err.starts_with("LOG_RETENTION_DAYS"), "{err}");
+        assert!(config(&[("LOG_RETENTION_DAYS", "1"), ("RETRY_SCHEDULE", "60,600")]).is_ok());
     }
 
     #[test]

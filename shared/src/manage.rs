@@ -77,6 +77,24 @@ impl App {
         Ok(self.store.list_webhooks(event_type, page).await?)
     }
 
+    /// A webhook's newest log entries, at most `max`, following pages; for the compat route
+    /// that answers with one array.
+    pub async fn recent_logs(&self, id: WebhookId, max: usize) -> Result<Vec<DeliveryLog>, ApiError> {
+        self.get_webhook(id).await?;
+        let mut entries = Vec::new();
+        let mut cursor = None;
+        while entries.len() < max {
+            let page = self.store.list_deliveries(id, None, PageRequest { limit: 100.min(max), cursor }).await?;
+            entries.extend(page.items);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        entries.truncate(max);
+        Ok(entries)
+    }
+
     /// Every webhook, following pages; for the compat route that answers with one array.
     pub async fn all_webhooks(&self) -> Result<Vec<Webhook>, ApiError> {
         let mut all = Vec::new();
@@ -151,7 +169,7 @@ impl App {
         Ok(self.store.list_deliveries(id, state, page).await?)
     }
 
-    /// Sends a delivery again from its stored payload, whatever its state.
+    /// Sends a finished (succeeded or failed) delivery again from its stored payload.
     pub async fn redeliver(&self, id: WebhookId, event_id: Uuid) -> Result<(), ApiError> {
         self.get_webhook(id).await?;
         let entry = self
@@ -159,6 +177,13 @@ impl App {
             .get_delivery(id, event_id)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no delivery of event {event_id} to webhook {id}")))?;
+        if !entry.state.is_final() {
+            // Its retries are still scheduled; an extra attempt now would cut that series short.
+            return Err(ApiError::Conflict(format!(
+                "the delivery of event {event_id} is still {}; redeliver it once it has succeeded or failed",
+                entry.state.as_str()
+            )));
+        }
         let task = QueueTask::Deliver(DeliverTask::new(id, DeliverReason::Redeliver, entry.envelope));
         self.enqueue(QueueMessage::Task(task)).await?;
         tracing::info!(webhook_id = %id, %event_id, "redelivery queued");

@@ -9,7 +9,6 @@ use super::inputs::{COMPAT_UPDATE_FIELDS, CREATE_FIELDS, CreateBody, UpdateBody,
 use super::request::{json_object, parse_object, route_segments};
 use super::{ApiError, LogEntryView, Surface, WebhookDetail, WebhookSummary, json, run};
 use crate::App;
-use crate::store::PageRequest;
 
 /// Most log entries the compat route returns in its one array, newest first.
 const MAX_COMPAT_LOG_ENTRIES: usize = 1000;
@@ -77,17 +76,6 @@ async fn ping(app: &App, request: &Request) -> Result<Response<Body>, ApiError> 
 
 async fn logs(app: &App, request: &Request) -> Result<Response<Body>, ApiError> {
     let body: WebhookIdBody = parse_object(json_object(request, false)?, &["webhook_id"])?;
-    let id = body.required()?;
-    let mut entries = Vec::new();
-    let mut cursor = None;
-    while entries.len() < MAX_COMPAT_LOG_ENTRIES {
-        let page = app.list_logs(id, None, PageRequest { limit: 100, cursor }).await?;
-        entries.extend(page.items.iter().map(LogEntryView::compat));
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
-    entries.truncate(MAX_COMPAT_LOG_ENTRIES);
-    json(StatusCode::OK, &entries)
+    let entries = app.recent_logs(body.required()?, MAX_COMPAT_LOG_ENTRIES).await?;
+    json(StatusCode::OK, &entries.iter().map(LogEntryView::compat).collect::<Vec<_>>())
 }

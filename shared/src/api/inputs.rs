@@ -3,6 +3,7 @@
 //! check each value.
 
 use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
 use super::ApiError;
 use crate::config::Config;
@@ -22,7 +23,7 @@ pub(crate) struct CreateBody {
     url: String,
     event_types: Vec<String>,
     #[serde(default)]
-    secret_token: Option<String>,
+    secret_token: Option<Value>,
     #[serde(default)]
     message_format: Option<String>,
 }
@@ -33,7 +34,7 @@ impl CreateBody {
             name: WebhookName::parse(&self.name)?,
             url: WebhookUrl::parse(&self.url, config.https_only)?,
             event_types: event_types(&self.event_types)?,
-            secret_token: self.secret_token.as_deref().map(SecretToken::parse).transpose()?,
+            secret_token: self.secret_token.as_ref().map(secret).transpose()?.flatten(),
             message_format: self.message_format.as_deref().map(str::parse).transpose()?,
         })
     }
@@ -52,16 +53,16 @@ pub(crate) struct UpdateBody {
     #[serde(default)]
     event_types: Option<Vec<String>>,
     #[serde(default, deserialize_with = "present")]
-    secret_token: Option<Option<String>>,
+    secret_token: Option<Value>,
     #[serde(default)]
     message_format: Option<String>,
     #[serde(default)]
     state: Option<String>,
 }
 
-/// Tells an absent field (`None`, by `default`) from an explicit null (`Some(None)`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(deserializer).map(Some)
+/// Tells an absent field (`None`, by `default`) from an explicit null (`Some(Value::Null)`).
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 impl UpdateBody {
@@ -73,11 +74,11 @@ impl UpdateBody {
     }
 
     pub(crate) fn parse(self, config: &Config, null_secret_removes: bool) -> Result<WebhookPatch, ApiError> {
-        let secret_token = match self.secret_token {
+        let secret_token = match self.secret_token.as_ref().map(secret).transpose()? {
             None => None,
             Some(None) if null_secret_removes => Some(None),
             Some(None) => None,
-            Some(Some(secret)) => Some(Some(SecretToken::parse(&secret)?)),
+            Some(Some(secret)) => Some(Some(secret)),
         };
         let enable = match self.state.as_deref() {
             None => false,
@@ -125,6 +126,16 @@ impl RecoverBody {
         chrono::DateTime::parse_from_rfc3339(&self.since)
             .map(|t| t.with_timezone(&chrono::Utc))
             .map_err(|_| ApiError::InvalidRequest(format!("since: not an RFC 3339 time: {:?}", self.since)))
+    }
+}
+
+/// The secret is read from raw JSON so that a wrong type is refused without serde's usual
+/// message, which quotes the value it got.
+fn secret(value: &Value) -> Result<Option<SecretToken>, ParseError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(text) => SecretToken::parse(text).map(Some),
+        _ => Err(ParseError::new("secret_token: must be a string")),
     }
 }
 

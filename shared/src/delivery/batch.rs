@@ -21,7 +21,7 @@ pub async fn handle_sqs_event(sender: &Sender, event: SqsEvent) -> Result<SqsBat
         let outcome = sender.handle_message(body, &message_id).await;
         let failed = match &outcome {
             MessageOutcome::Done(_) => false,
-            MessageOutcome::Retry(_) => true,
+            MessageOutcome::TryAgainLater(_) => true,
             MessageOutcome::Invalid(reason) => {
                 tracing::error!(message_id = %message_id, %reason, "invalid message; dead-lettering it");
                 match sender.dead_letters().send(body, reason).await {
@@ -44,7 +44,7 @@ pub async fn handle_sqs_event(sender: &Sender, event: SqsEvent) -> Result<SqsBat
         match outcome {
             MessageOutcome::Done(t) => tally.add(t),
             MessageOutcome::Invalid(_) => invalid += 1,
-            MessageOutcome::Retry(_) => {}
+            MessageOutcome::TryAgainLater(_) => {}
         }
         if *failed {
             let mut failure = BatchItemFailure::default();

@@ -20,6 +20,8 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Wait before a message whose handling failed for a passing reason is tried again.
 const REDELIVERY_DELAY: Duration = Duration::from_secs(5);
 const BATCH: usize = 64;
+/// How far a task's due time moves while it is handled: past an attempt's usual timeout.
+const IN_FLIGHT_HOLD: Duration = Duration::from_secs(120);
 
 pub struct LocalWorker {
     sender: Arc<Sender>,
@@ -48,7 +50,7 @@ impl LocalWorker {
                 }
             };
             for task in due {
-                if self.claim(task.task_id) {
+                if self.claim(&task).await {
                     running.spawn(handle(self.sender.clone(), self.queue.clone(), self.in_flight.clone(), task));
                 }
             }
@@ -71,8 +73,18 @@ impl LocalWorker {
         while running.join_next().await.is_some() {}
     }
 
-    fn claim(&self, task_id: Uuid) -> bool {
-        self.in_flight.lock().map(|mut set| set.insert(task_id)).unwrap_or(false)
+    /// Marks a task as being handled: in memory against this loop's next poll, and in the store
+    /// by moving its due time past the attempt, so the loop does not spin on it meanwhile and a
+    /// crash leaves it due again soon after.
+    async fn claim(&self, task: &PendingTask) -> bool {
+        let fresh = self.in_flight.lock().map(|mut set| set.insert(task.task_id)).unwrap_or(false);
+        if fresh {
+            let due_at = Utc::now() + chrono::Duration::from_std(IN_FLIGHT_HOLD).unwrap_or_default();
+            if let Err(err) = self.queue.store().put_task(&PendingTask { due_at, ..task.clone() }).await {
+                tracing::warn!(error = %err, task_id = %task.task_id, "cannot hold the task while it runs");
+            }
+        }
+        fresh
     }
 
     async fn time_to_next_due(&self) -> Duration {
@@ -94,19 +106,20 @@ impl LocalWorker {
 async fn handle(sender: Arc<Sender>, queue: LocalQueue, in_flight: Arc<Mutex<HashSet<Uuid>>>, task: PendingTask) {
     let outcome = sender.handle_message(&task.body, &task.task_id.to_string()).await;
     let store = queue.store();
+    let later = || PendingTask {
+        due_at: Utc::now() + chrono::Duration::from_std(REDELIVERY_DELAY).unwrap_or_default(),
+        ..task.clone()
+    };
     let result = match outcome {
         MessageOutcome::Done(_) => store.delete_task(task.task_id).await,
         MessageOutcome::Invalid(reason) => match sender.dead_letters().send(&task.body, &reason).await {
             Ok(()) => store.delete_task(task.task_id).await,
             Err(err) => {
-                tracing::error!(error = %err, "cannot dead-letter an invalid message");
-                Ok(())
+                tracing::error!(error = %err, "cannot dead-letter an invalid message; keeping it");
+                store.put_task(&later()).await
             }
         },
-        MessageOutcome::Retry(_) => {
-            let due_at = Utc::now() + chrono::Duration::from_std(REDELIVERY_DELAY).unwrap_or_default();
-            store.put_task(&PendingTask { due_at, ..task.clone() }).await
-        }
+        MessageOutcome::TryAgainLater(_) => store.put_task(&later()).await,
     };
     if let Err(err) = result {
         tracing::error!(error = %err, task_id = %task.task_id, "cannot update the local queue");

@@ -27,6 +27,10 @@ const LOG_RESPONSE_HEAD_CHARS: usize = 1024;
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
 /// A retry that arrives this early is close enough to its time to go now.
 const EARLY_ENOUGH: Duration = Duration::from_secs(1);
+/// Attempts kept in a log entry; redeliveries can add attempts without end.
+const MAX_LOGGED_ATTEMPTS: usize = 20;
+/// Longest dead-letter reason: it travels as an SQS message attribute beside the body.
+const MAX_REASON_CHARS: usize = 1024;
 /// How often a webhook health update retries when a concurrent write won.
 const HEALTH_UPDATE_ATTEMPTS: usize = 3;
 
@@ -47,8 +51,9 @@ pub enum MessageOutcome {
     Done(Tally),
     /// The message can never be processed (invalid event): dead-letter it with this reason.
     Invalid(String),
-    /// Handle it again later; some deliveries may have gone out and will not repeat.
-    Retry(String),
+    /// Handle the message again later; deliveries that went out are recorded and will not
+    /// repeat.
+    TryAgainLater(String),
 }
 
 /// Counts for the batch metrics line.
@@ -137,7 +142,7 @@ impl Sender {
     pub async fn handle_message(&self, body: &str, message_id: &str) -> MessageOutcome {
         let incoming = match parse_queue_body(body, message_id, &self.config.ingest_defaults(), Utc::now()) {
             Ok(incoming) => incoming,
-            Err(reason) => return MessageOutcome::Invalid(reason.0),
+            Err(reason) => return MessageOutcome::Invalid(truncate(reason.0, MAX_REASON_CHARS)),
         };
         let result = match incoming {
             Incoming::Event(envelope) => {
@@ -153,16 +158,30 @@ impl Sender {
         match result {
             Ok(tally) => MessageOutcome::Done(tally),
             Err(err) => {
-                tracing::warn!(error = %err, "message will be retried");
-                MessageOutcome::Retry(err.to_string())
+                tracing::warn!(error = %err, "message will be handled again later");
+                MessageOutcome::TryAgainLater(err.to_string())
             }
         }
     }
 
+    /// Delivers to the first subscribers here and hands the rest to the queue as one task per
+    /// webhook, so a batch always fits in the sender's time limit however many subscribe.
     async fn fan_out(&self, envelope: &EventEnvelope) -> Result<Tally, Transient> {
         let subscribers = self.store.subscribers(envelope.event_type).await?;
+        let mut enabled: Vec<Webhook> = subscribers.into_iter().filter(Webhook::is_enabled).collect();
+        let handed_off = enabled.split_off(enabled.len().min(self.config.fanout_inline_limit));
+        if !handed_off.is_empty() {
+            let tasks: Vec<QueueMessage> = handed_off
+                .iter()
+                .map(|webhook| {
+                    let task = DeliverTask::new(webhook.webhook_id, DeliverReason::Fanout, envelope.clone());
+                    QueueMessage::Task(QueueTask::Deliver(task))
+                })
+                .collect();
+            self.queue.send_batch(&tasks, Duration::ZERO).await?;
+            tracing::info!(handed_off = tasks.len(), "fan-out continues through the queue");
+        }
         let mut tally = Tally::default();
-        let enabled: Vec<Webhook> = subscribers.into_iter().filter(Webhook::is_enabled).collect();
         let results = join_all(enabled.iter().map(|webhook| self.deliver(webhook, envelope, Trigger::Fanout))).await;
         let mut first_error = None;
         for result in results {
@@ -186,34 +205,60 @@ impl Sender {
             return Ok(tally);
         };
         if !webhook.is_enabled() && task.reason != DeliverReason::Ping {
-            tracing::info!(reason = ?webhook.disabled_reason, "webhook is disabled; skipping");
+            tracing::info!(reason = ?webhook.disabled_reason, "webhook is disabled; its delivery fails");
+            self.fail_pending(webhook.webhook_id, task.envelope.event_id).await?;
             tally.skipped += 1;
             return Ok(tally);
         }
         let trigger = match (task.reason, task.attempt) {
             (DeliverReason::Ping, _) => Trigger::Ping,
+            (DeliverReason::Fanout, _) => Trigger::Fanout,
             (DeliverReason::Redeliver, _) => Trigger::Redeliver,
-            (DeliverReason::Retry, Some(attempt)) => Trigger::Retry { attempt },
-            (DeliverReason::Retry, None) => Trigger::Fanout,
+            // A retry without its attempt number cannot be matched to the log: it is stale.
+            (DeliverReason::Retry, attempt) => Trigger::Retry { attempt: attempt.unwrap_or(0) },
         };
         let (step, latency) = self.deliver(&webhook, &task.envelope, trigger).await?;
         tally_step(&mut tally, step, latency);
         Ok(tally)
     }
 
+    /// Ends a pending delivery to a disabled webhook as `failed`, so it does not sit in
+    /// `retrying` forever; `recover` can send it once the webhook is enabled again.
+    async fn fail_pending(&self, webhook_id: WebhookId, event_id: uuid::Uuid) -> Result<(), Transient> {
+        let Some(mut entry) = self.store.get_delivery(webhook_id, event_id).await? else { return Ok(()) };
+        if entry.state.is_final() {
+            return Ok(());
+        }
+        entry.state = DeliveryState::Failed;
+        entry.next_attempt_at = None;
+        entry.lease_until = None;
+        entry.updated_at = Utc::now();
+        entry.version += 1;
+        match self.store.update_delivery(&entry).await {
+            Ok(()) | Err(StoreError::Conflict) => Ok(()),
+            Err(other) => Err(other.into()),
+        }
+    }
+
     /// One event to one webhook: find or create its log entry, decide whether an attempt is
-    /// due, claim it, attempt, record.
+    /// due, claim it, attempt, record. The concurrency permit is taken first, so the lease and
+    /// the signature timestamp start when the attempt really does.
     async fn deliver(
         &self,
         webhook: &Webhook,
         envelope: &EventEnvelope,
         trigger: Trigger,
     ) -> Result<(Step, Option<u64>), Transient> {
+        let _permit = self.in_flight.acquire().await;
         let now = Utc::now();
         let lease = now + chrono_duration(self.config.delivery_timeout + LEASE_MARGIN);
-        let (mut entry, claimed) = self.entry_for(webhook.webhook_id, envelope, trigger, lease, now).await?;
+        let Some((mut entry, claimed)) = self.entry_for(webhook.webhook_id, envelope, trigger, lease, now).await?
+        else {
+            tracing::info!(event_id = %envelope.event_id, "no log entry for this retry; dropping it");
+            return Ok((Step::Skipped, None));
+        };
         if !claimed {
-            if !self.attempt_is_due(&mut entry, envelope, trigger, now).await? {
+            if !self.attempt_is_due(&mut entry, trigger, now).await? {
                 return Ok((Step::Skipped, None));
             }
             entry.lease_until = Some(lease);
@@ -229,17 +274,19 @@ impl Sender {
             }
         }
 
+        // The stored payload, not the message's: a retry or redelivery sends what was accepted.
+        let envelope = entry.envelope.clone();
         let attempt_number = entry.try_count + 1;
         let span = tracing::info_span!("attempt", webhook_id = %webhook.webhook_id, event_id = %envelope.event_id, attempt = attempt_number);
-        let outcome = self.attempt(webhook, envelope).instrument(span.clone()).await;
+        let outcome = self.attempt(webhook, &envelope).instrument(span.clone()).await;
         let latency = (Utc::now() - envelope.created_at).num_milliseconds().max(0) as u64;
-        let step = self.record(webhook, envelope, entry, attempt_number, trigger, &outcome).instrument(span).await?;
+        let step = self.record(webhook, &envelope, entry, attempt_number, trigger, &outcome).instrument(span).await?;
         Ok((step, (step == Step::Delivered).then_some(latency)))
     }
 
     /// The log entry, and whether this call created it already claimed. A new event (fan-out,
-    /// ping) is inserted first, holding the lease, which saves a read and a write per delivery;
-    /// a retry or redelivery reads the entry it expects to exist.
+    /// ping) is inserted first, holding the lease, which saves a read and a write per delivery.
+    /// A retry or redelivery needs the entry it continues: `None` when it is gone.
     async fn entry_for(
         &self,
         webhook_id: WebhookId,
@@ -247,21 +294,19 @@ impl Sender {
         trigger: Trigger,
         lease: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<(DeliveryLog, bool), Transient> {
-        let expect_new = matches!(trigger, Trigger::Fanout | Trigger::Ping);
-        if !expect_new {
-            if let Some(entry) = self.store.get_delivery(webhook_id, envelope.event_id).await? {
-                return Ok((entry, false));
-            }
+    ) -> Result<Option<(DeliveryLog, bool)>, Transient> {
+        if !matches!(trigger, Trigger::Fanout | Trigger::Ping) {
+            let existing = self.store.get_delivery(webhook_id, envelope.event_id).await?;
+            return Ok(existing.map(|entry| (entry, false)));
         }
         let mut fresh = DeliveryLog::new(webhook_id, envelope.clone(), now, self.config.log_retention);
         fresh.lease_until = Some(lease);
         if self.store.insert_delivery(&fresh).await? {
-            return Ok((fresh, true));
+            return Ok(Some((fresh, true)));
         }
         // It exists: SQS redelivered the message, or another sender got there first.
         let existing = self.store.get_delivery(webhook_id, envelope.event_id).await?;
-        existing.map(|entry| (entry, false)).ok_or(Transient::Store(StoreError::NotFound))
+        existing.map(|entry| Some((entry, false))).ok_or(Transient::Store(StoreError::NotFound))
     }
 
     /// Whether this message may make the next attempt on `entry`. Also re-sends a retry task
@@ -269,7 +314,6 @@ impl Sender {
     async fn attempt_is_due(
         &self,
         entry: &mut DeliveryLog,
-        envelope: &EventEnvelope,
         trigger: Trigger,
         now: DateTime<Utc>,
     ) -> Result<bool, Transient> {
@@ -289,13 +333,13 @@ impl Sender {
         match trigger {
             Trigger::Redeliver => Ok(true),
             Trigger::Retry { attempt } if attempt != entry.try_count + 1 => {
-                self.reschedule_if_lost(entry, envelope, now).await?;
+                self.reschedule_if_lost(entry, now).await?;
                 Ok(false)
             }
             Trigger::Retry { attempt } => match not_yet {
                 // Waits past SQS's delay cap arrive early: hop through the queue again.
                 Some(at) => {
-                    let task = DeliverTask::retry(entry.webhook_id, attempt, envelope.clone());
+                    let task = DeliverTask::retry(entry.webhook_id, attempt, entry.envelope.clone());
                     self.queue.send(&QueueMessage::Task(QueueTask::Deliver(task)), to_std(at - now)).await?;
                     Ok(false)
                 }
@@ -303,7 +347,7 @@ impl Sender {
             },
             Trigger::Fanout | Trigger::Ping => {
                 if entry.try_count > 0 && not_yet.is_some() {
-                    self.reschedule_if_lost(entry, envelope, now).await?;
+                    self.reschedule_if_lost(entry, now).await?;
                     return Ok(false);
                 }
                 Ok(entry.try_count == 0 || entry.state == DeliveryState::Queued || not_yet.is_none())
@@ -311,17 +355,12 @@ impl Sender {
         }
     }
 
-    async fn reschedule_if_lost(
-        &self,
-        entry: &mut DeliveryLog,
-        envelope: &EventEnvelope,
-        now: DateTime<Utc>,
-    ) -> Result<(), Transient> {
+    async fn reschedule_if_lost(&self, entry: &mut DeliveryLog, now: DateTime<Utc>) -> Result<(), Transient> {
         if entry.retry_scheduled || entry.state != DeliveryState::Retrying {
             return Ok(());
         }
         let wait = entry.next_attempt_at.map(|at| to_std(at - now)).unwrap_or_default();
-        let task = DeliverTask::retry(entry.webhook_id, entry.try_count + 1, envelope.clone());
+        let task = DeliverTask::retry(entry.webhook_id, entry.try_count + 1, entry.envelope.clone());
         self.queue.send(&QueueMessage::Task(QueueTask::Deliver(task)), wait).await?;
         entry.retry_scheduled = true;
         entry.version += 1;
@@ -345,7 +384,6 @@ impl Sender {
                 };
             }
         };
-        let _permit = self.in_flight.acquire().await;
         let outcome = self.client.post(webhook.url.as_str(), request.headers, request.body).await;
         match (&outcome.status, &outcome.error) {
             (Some(status), _) => {
@@ -382,6 +420,10 @@ impl Sender {
                 .as_ref()
                 .map(|head| head.chars().take(LOG_RESPONSE_HEAD_CHARS).collect()),
         });
+        if entry.attempts.len() > MAX_LOGGED_ATTEMPTS {
+            // Keep the item small (DynamoDB's 400 KB limit): the first attempt and the latest.
+            entry.attempts.drain(1..entry.attempts.len() - MAX_LOGGED_ATTEMPTS + 1);
+        }
         entry.try_count = attempt_number;
         entry.lease_until = None;
         entry.updated_at = now;
@@ -412,7 +454,10 @@ impl Sender {
         };
         entry.version += 1;
         match self.store.update_delivery(&entry).await {
-            Ok(()) | Err(StoreError::Conflict) => {}
+            Ok(()) => {}
+            Err(StoreError::Conflict) => {
+                tracing::warn!(status = ?outcome.status, "the lease ran out before this attempt was recorded");
+            }
             Err(other) => return Err(other.into()),
         }
         tracing::info!(state = entry.state.as_str(), try_count = entry.try_count, "delivery recorded");
@@ -489,6 +534,14 @@ fn tally_step(tally: &mut Tally, step: Step, latency: Option<u64>) {
         Step::Skipped => tally.skipped += 1,
     }
     tally.latencies_ms.extend(latency);
+}
+
+fn truncate(mut text: String, max_chars: usize) -> String {
+    if let Some((cut, _)) = text.char_indices().nth(max_chars) {
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
 }
 
 fn chrono_duration(duration: Duration) -> chrono::Duration {

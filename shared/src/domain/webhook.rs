@@ -136,6 +136,14 @@ impl SecretToken {
         if chars > MAX_SECRET_CHARS {
             return Err(ParseError::new(format!("secret_token: must be at most {MAX_SECRET_CHARS} characters")));
         }
+        // Standard Webhooks libraries base64-decode what follows `whsec_`; a secret they cannot
+        // decode would make every signature unverifiable.
+        if let Some(rest) = value.strip_prefix("whsec_") {
+            use base64::Engine;
+            if rest.is_empty() || base64::engine::general_purpose::STANDARD.decode(rest).is_err() {
+                return Err(ParseError::new("secret_token: after whsec_ a secret must be base64"));
+            }
+        }
         Ok(Self(value.to_owned()))
     }
 
@@ -267,6 +275,14 @@ mod tests {
 
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("REDACTED"));
+    }
+
+    #[test]
+    fn a_whsec_secret_must_be_base64_and_the_error_never_echoes_it() {
+        let err = SecretToken::parse("whsec_not*base64!").unwrap_err();
+
+        assert!(!err.0.contains("not*base64"), "{err}");
+        assert!(SecretToken::parse("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").is_ok());
     }
 
     #[test]

@@ -146,7 +146,11 @@ fn compiled(event_type: EventType) -> &'static Compiled {
             .map_err(Clone::clone)?
             .get(event_type.as_str())
             .ok_or_else(|| format!("no schema for {event_type}"))?;
-        jsonschema::validator_for(schema).map_err(|e| format!("schema for {event_type} does not compile: {e}"))
+        // OneFuzz's pydantic models reject a malformed uuid or date-time; so must we.
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(schema)
+            .map_err(|e| format!("schema for {event_type} does not compile: {e}"))
     })
 }
 
@@ -180,6 +184,13 @@ mod tests {
         let err = EventType::Ping.validate(&serde_json::json!({"other": 1})).unwrap_err();
 
         assert!(err.0.contains("ping_id"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_uuid_in_an_event_is_refused() {
+        let err = EventType::Ping.validate(&serde_json::json!({"ping_id": "nope"})).unwrap_err();
+
+        assert!(err.0.contains("/ping_id"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::EventType;
 use crate::domain::{EventEnvelope, ParseError};
-use crate::queue::QueueTask;
+use crate::queue::{DeliverReason, QueueTask};
 
 /// Largest accepted event payload, serialised. It keeps a log entry (payload, attempts and
 /// keys) under DynamoDB's 400 KB item limit and a task message under SQS's 256 KiB limit.
@@ -69,8 +69,15 @@ fn parse_value(
         return Err(ParseError::new("body must be a JSON object"));
     };
     if object.contains_key("kind") {
-        let task = serde_path_to_error::deserialize(value)
+        let task: QueueTask = serde_path_to_error::deserialize(value)
             .map_err(|e| ParseError::new(format!("not a valid task: {}: {}", e.path(), e.inner())))?;
+        // Producers can write to the same queue: a task's payload is held to the same rules
+        // as an event's, and a ping carries only a ping.
+        let QueueTask::Deliver(deliver) = &task;
+        if deliver.reason == DeliverReason::Ping && deliver.envelope.event_type != EventType::Ping {
+            return Err(ParseError::new("a ping task must carry a ping event"));
+        }
+        deliver.envelope.event_type.validate(&deliver.envelope.event)?;
         return Ok(Incoming::Task(task));
     }
     if object.get("Type").and_then(Value::as_str) == Some("Notification") && depth == 0 {

@@ -46,8 +46,16 @@ impl QueueMessage {
 
 #[async_trait]
 pub trait Queue: Send + Sync {
-    /// Sends one message, visible after `delay` (capped at [`MAX_QUEUE_DELAY`]).
+    /// Sends one message, visible after `delay` (SQS caps it at [`MAX_QUEUE_DELAY`]).
     async fn send(&self, message: &QueueMessage, delay: Duration) -> Result<(), QueueError>;
+
+    /// Sends several messages; an error means some may not have been sent.
+    async fn send_batch(&self, messages: &[QueueMessage], delay: Duration) -> Result<(), QueueError> {
+        for message in messages {
+            self.send(message, delay).await?;
+        }
+        Ok(())
+    }
 }
 
 /// The queue of a function that has none configured: sending is an error, reported as a 500

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use super::{MAX_QUEUE_DELAY, Queue, QueueError, QueueMessage};
 
@@ -31,6 +32,33 @@ impl Queue for SqsQueue {
             .send()
             .await
             .map_err(|e| QueueError::Send(DisplayErrorContext(&e).to_string()))?;
+        Ok(())
+    }
+
+    /// Ten messages per `SendMessageBatch` call, SQS's maximum.
+    async fn send_batch(&self, messages: &[QueueMessage], delay: Duration) -> Result<(), QueueError> {
+        let delay_seconds = delay.min(MAX_QUEUE_DELAY).as_secs() as i32;
+        for chunk in messages.chunks(10) {
+            let mut request = self.client.send_message_batch().queue_url(&self.queue_url);
+            for (i, message) in chunk.iter().enumerate() {
+                let entry = SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(message.to_body()?)
+                    .delay_seconds(delay_seconds)
+                    .build()
+                    .map_err(|e| QueueError::Send(e.to_string()))?;
+                request = request.entries(entry);
+            }
+            let sent = request.send().await.map_err(|e| QueueError::Send(DisplayErrorContext(&e).to_string()))?;
+            if let Some(failed) = sent.failed().first() {
+                return Err(QueueError::Send(format!(
+                    "{} of {} messages refused: {}",
+                    sent.failed().len(),
+                    chunk.len(),
+                    failed.message().unwrap_or(failed.code())
+                )));
+            }
+        }
         Ok(())
     }
 }

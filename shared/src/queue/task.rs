@@ -37,6 +37,8 @@ impl DeliverTask {
 #[serde(rename_all = "snake_case")]
 pub enum DeliverReason {
     Ping,
+    /// Part of an event's fan-out, handed to the queue because it had many subscribers.
+    Fanout,
     /// A scheduled retry; the log entry says which attempt is next.
     Retry,
     /// An operator asked to send a failed delivery again.

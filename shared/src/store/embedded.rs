@@ -91,17 +91,12 @@ fn created_key(entry: &DeliveryLog) -> String {
     format!("{}#{}", entry.created_at.format("%Y-%m-%dT%H:%M:%S%.9fZ"), entry.event_id)
 }
 
-fn read_webhooks(connection: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<Webhook>, StoreError> {
-    let mut statement = connection.prepare_cached(sql).map_err(db)?;
-    let rows = statement.query_map(args, |row| row.get::<_, String>(0)).map_err(db)?;
-    rows.map(|row| row.map_err(db).and_then(|text| from_json(&text))).collect()
-}
-
-fn read_deliveries(
+/// Rows whose first column is a record's JSON.
+fn read_records<T: serde::de::DeserializeOwned>(
     connection: &Connection,
     sql: &str,
     args: impl rusqlite::Params,
-) -> Result<Vec<DeliveryLog>, StoreError> {
+) -> Result<Vec<T>, StoreError> {
     let mut statement = connection.prepare_cached(sql).map_err(db)?;
     let rows = statement.query_map(args, |row| row.get::<_, String>(0)).map_err(db)?;
     rows.map(|row| row.map_err(db).and_then(|text| from_json(&text))).collect()
@@ -151,8 +146,11 @@ impl Store for EmbeddedStore {
 
     async fn get_webhook(&self, id: WebhookId) -> Result<Option<Webhook>, StoreError> {
         let connection = self.lock()?;
-        let mut found =
-            read_webhooks(&connection, "SELECT record FROM webhooks WHERE webhook_id = ?1", params![id.to_string()])?;
+        let mut found = read_records::<Webhook>(
+            &connection,
+            "SELECT record FROM webhooks WHERE webhook_id = ?1",
+            params![id.to_string()],
+        )?;
         Ok(found.pop())
     }
 
@@ -205,12 +203,12 @@ impl Store for EmbeddedStore {
         let fetch = request.limit as i64 + 1;
         let connection = self.lock()?;
         let items = match event_type {
-            None => read_webhooks(
+            None => read_records::<Webhook>(
                 &connection,
                 "SELECT record FROM webhooks WHERE webhook_id > ?1 ORDER BY webhook_id LIMIT ?2",
                 params![after, fetch],
             )?,
-            Some(event_type) => read_webhooks(
+            Some(event_type) => read_records::<Webhook>(
                 &connection,
                 "SELECT w.record FROM subscriptions s JOIN webhooks w ON w.webhook_id = s.webhook_id
                  WHERE s.event_type = ?1 AND s.webhook_id > ?2 ORDER BY s.webhook_id LIMIT ?3",
@@ -222,7 +220,7 @@ impl Store for EmbeddedStore {
 
     async fn subscribers(&self, event_type: EventType) -> Result<Vec<Webhook>, StoreError> {
         let connection = self.lock()?;
-        read_webhooks(
+        read_records::<Webhook>(
             &connection,
             "SELECT w.record FROM subscriptions s JOIN webhooks w ON w.webhook_id = s.webhook_id WHERE s.event_type = ?1",
             params![event_type.as_str()],
@@ -251,7 +249,7 @@ impl Store for EmbeddedStore {
 
     async fn get_delivery(&self, webhook_id: WebhookId, event_id: Uuid) -> Result<Option<DeliveryLog>, StoreError> {
         let connection = self.lock()?;
-        let mut found = read_deliveries(
+        let mut found = read_records::<DeliveryLog>(
             &connection,
             "SELECT record FROM deliveries WHERE webhook_id = ?1 AND event_id = ?2",
             params![webhook_id.to_string(), event_id.to_string()],
@@ -293,12 +291,12 @@ impl Store for EmbeddedStore {
         let fetch = request.limit as i64 + 1;
         let connection = self.lock()?;
         let items = match state {
-            None => read_deliveries(
+            None => read_records::<DeliveryLog>(
                 &connection,
                 "SELECT record FROM deliveries WHERE webhook_id = ?1 AND created_key < ?2 ORDER BY created_key DESC LIMIT ?3",
                 params![webhook_id.to_string(), before, fetch],
             )?,
-            Some(state) => read_deliveries(
+            Some(state) => read_records::<DeliveryLog>(
                 &connection,
                 "SELECT record FROM deliveries WHERE webhook_id = ?1 AND created_key < ?2 AND state = ?3
                  ORDER BY created_key DESC LIMIT ?4",
@@ -316,7 +314,7 @@ impl Store for EmbeddedStore {
     ) -> Result<Vec<DeliveryLog>, StoreError> {
         let from = since.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string();
         let connection = self.lock()?;
-        read_deliveries(
+        read_records::<DeliveryLog>(
             &connection,
             "SELECT record FROM deliveries WHERE webhook_id = ?1 AND created_key >= ?2 AND state = ?3 ORDER BY created_key",
             params![webhook_id.to_string(), from, state.as_str()],
@@ -369,5 +367,9 @@ impl Store for EmbeddedStore {
         let connection = self.lock()?;
         connection.execute("DELETE FROM tasks WHERE task_id = ?1", params![task_id.to_string()]).map_err(db)?;
         Ok(())
+    }
+
+    async fn purge_expired(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.lock()?.execute("DELETE FROM deliveries WHERE expires_at < ?1", params![now.timestamp()]).map_err(db)
     }
 }

@@ -291,6 +291,7 @@ struct Fixture {
     compat_spare: String,
     disabled: String,
     failed_event: Uuid,
+    retrying_event: Uuid,
 }
 
 impl Fixture {
@@ -316,14 +317,22 @@ impl Fixture {
         for entry in [&failed, &retrying, &delivered] {
             assert!(app.store.insert_delivery(entry).await.expect("store"));
         }
-        Self { app, id, spare, compat_spare, disabled, failed_event: failed.event_id }
+        Self {
+            app,
+            id,
+            spare,
+            compat_spare,
+            disabled,
+            failed_event: failed.event_id,
+            retrying_event: retrying.event_id,
+        }
     }
 
     /// At least one success and one refusal for every route, in an order where each
     /// request finds what it needs.
     fn cases(&self) -> Vec<Case> {
         use Method as M;
-        let Self { id, spare, compat_spare, disabled, failed_event, .. } = self;
+        let Self { id, spare, compat_spare, disabled, failed_event, retrying_event, .. } = self;
         let ghost = Uuid::new_v4();
         let huge = json!({"name": "n", "url": "https://example.com", "event_types": [], "pad": "x".repeat(300 * 1024)});
         let since = (Utc::now() - chrono::Duration::days(1)).to_rfc3339();
@@ -380,6 +389,8 @@ impl Fixture {
                 .expect(202),
             case(M::POST, "/webhooks/{id}/logs/{event_id}/redeliver", format!("/webhooks/{id}/logs/{ghost}/redeliver"))
                 .expect(404),
+            case(M::POST, "/webhooks/{id}/logs/{event_id}/redeliver", format!("/webhooks/{id}/logs/{retrying_event}/redeliver"))
+                .expect(409),
             case(M::POST, "/webhooks/{id}/logs/{event_id}/redeliver", format!("/webhooks/{id}/logs/nope/redeliver"))
                 .expect(400),
             // POST /webhooks/{id}/recover

@@ -228,7 +228,11 @@ fn apply_patch(mut webhook: Webhook, patch: &WebhookPatch, now: DateTime<Utc>, g
         webhook.message_format = Some(format);
     }
     if let Some(secret) = &patch.secret_token {
-        if secret.as_ref() != webhook.secret_token.as_ref() {
+        if secret.is_none() {
+            // Removing the secret stops signing at once; there is nothing to roll over to.
+            webhook.rotated_secret = None;
+            webhook.secret_token = None;
+        } else if secret.as_ref() != webhook.secret_token.as_ref() {
             // The outgoing secret keeps signing for the grace window, so receivers can roll over.
             webhook.rotated_secret =
                 webhook.secret_token.take().map(|old| RotatedSecret { secret_token: old, expires_at: now + grace });

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use serde_json::json;
 use uuid::Uuid;
 use webhooks::delivery::{CidrList, MessageOutcome, Sender};
@@ -60,7 +59,13 @@ pub async fn engine(
     body_bytes: usize,
 ) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).map_err(|e| e.to_string())?);
+    let store: Arc<dyn Store> = Arc::new(
+        match std::env::var("BENCH_STORE").as_deref() {
+            Ok("memory") => EmbeddedStore::in_memory(),
+            _ => EmbeddedStore::open(dir.path()),
+        }
+        .map_err(|e| e.to_string())?,
+    );
     let config = Arc::new(Config { delivery_concurrency: concurrency, ..Config::default() });
     let sender =
         Sender::new(store.clone(), Arc::new(Discard), Arc::new(Discard), config.clone(), &CidrList::loopback())
@@ -82,20 +87,29 @@ pub async fn engine(
     let events_in_flight = (concurrency * 2).div_ceil(subscribers.max(1)).max(2);
     let cpu_before = cpu_seconds();
     let started = Instant::now();
-    let outcomes: Vec<MessageOutcome> = futures_util::stream::iter(0..events)
-        .map(|_| {
-            let body = json!({
-                "event_type": "ping",
-                "event": {"ping_id": Uuid::new_v4(), "padding": padding},
-                "created_at": chrono::Utc::now(),
-            })
-            .to_string();
-            let sender = &sender;
-            async move { sender.handle_message(&body, &Uuid::new_v4().to_string()).await }
+    // Each event is its own task, as the local worker runs them, so both cores are used.
+    let sender = Arc::new(sender);
+    let slots = Arc::new(tokio::sync::Semaphore::new(events_in_flight));
+    let mut handles = Vec::with_capacity(events);
+    for _ in 0..events {
+        let permit = slots.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+        let body = json!({
+            "event_type": "ping",
+            "event": {"ping_id": Uuid::new_v4(), "padding": padding},
+            "created_at": chrono::Utc::now(),
         })
-        .buffer_unordered(events_in_flight)
-        .collect()
-        .await;
+        .to_string();
+        let sender = sender.clone();
+        handles.push(tokio::spawn(async move {
+            let outcome = sender.handle_message(&body, &Uuid::new_v4().to_string()).await;
+            drop(permit);
+            outcome
+        }));
+    }
+    let mut outcomes: Vec<MessageOutcome> = Vec::with_capacity(events);
+    for handle in handles {
+        outcomes.push(handle.await.map_err(|e| e.to_string())?);
+    }
     let elapsed = started.elapsed();
     let cpu = cpu_seconds() - cpu_before;
     let (mut delivered, mut failed, mut latencies) = (0, 0, Vec::new());

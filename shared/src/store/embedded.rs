@@ -70,6 +70,22 @@ impl EmbeddedStore {
         Ok(Self { connection: Arc::new(Mutex::new(connection)) })
     }
 
+    /// Rows whose first column is a record's JSON, decoded after the lock is released so that
+    /// concurrent deliveries wait on SQLite only, not on each other's JSON.
+    fn read_records<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<T>, StoreError> {
+        let raw: Vec<String> = {
+            let connection = self.lock()?;
+            let mut statement = connection.prepare_cached(sql).map_err(db)?;
+            let rows = statement.query_map(args, |row| row.get::<_, String>(0)).map_err(db)?;
+            rows.collect::<Result<_, _>>().map_err(db)?
+        };
+        raw.iter().map(|text| from_json(text)).collect()
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
         self.connection.lock().map_err(|_| StoreError::Backend("store lock poisoned".into()))
     }
@@ -89,17 +105,6 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError
 
 fn created_key(entry: &DeliveryLog) -> String {
     format!("{}#{}", entry.created_at.format("%Y-%m-%dT%H:%M:%S%.9fZ"), entry.event_id)
-}
-
-/// Rows whose first column is a record's JSON.
-fn read_records<T: serde::de::DeserializeOwned>(
-    connection: &Connection,
-    sql: &str,
-    args: impl rusqlite::Params,
-) -> Result<Vec<T>, StoreError> {
-    let mut statement = connection.prepare_cached(sql).map_err(db)?;
-    let rows = statement.query_map(args, |row| row.get::<_, String>(0)).map_err(db)?;
-    rows.map(|row| row.map_err(db).and_then(|text| from_json(&text))).collect()
 }
 
 fn page<T>(mut items: Vec<T>, limit: usize, position: impl Fn(&T) -> String) -> Result<Page<T>, StoreError> {
@@ -128,13 +133,14 @@ fn insert_subscriptions(tx: &rusqlite::Transaction<'_>, webhook: &Webhook) -> Re
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn create_webhook(&self, webhook: &Webhook) -> Result<(), StoreError> {
+        let record = to_json(webhook)?;
         let mut connection = self.lock()?;
         let tx = connection.transaction().map_err(db)?;
         let id = webhook.webhook_id.to_string();
         let inserted = tx
             .execute(
                 "INSERT OR IGNORE INTO webhooks (webhook_id, version, record) VALUES (?1, ?2, ?3)",
-                params![id, webhook.version as i64, to_json(webhook)?],
+                params![id, webhook.version as i64, record],
             )
             .map_err(db)?;
         if inserted == 0 {
@@ -145,16 +151,13 @@ impl Store for EmbeddedStore {
     }
 
     async fn get_webhook(&self, id: WebhookId) -> Result<Option<Webhook>, StoreError> {
-        let connection = self.lock()?;
-        let mut found = read_records::<Webhook>(
-            &connection,
-            "SELECT record FROM webhooks WHERE webhook_id = ?1",
-            params![id.to_string()],
-        )?;
+        let mut found =
+            self.read_records::<Webhook>("SELECT record FROM webhooks WHERE webhook_id = ?1", params![id.to_string()])?;
         Ok(found.pop())
     }
 
     async fn update_webhook(&self, webhook: &Webhook) -> Result<(), StoreError> {
+        let record = to_json(webhook)?;
         let mut connection = self.lock()?;
         let tx = connection.transaction().map_err(db)?;
         let id = webhook.webhook_id.to_string();
@@ -171,7 +174,7 @@ impl Store for EmbeddedStore {
         }
         tx.execute(
             "UPDATE webhooks SET version = ?2, record = ?3 WHERE webhook_id = ?1",
-            params![id, webhook.version as i64, to_json(webhook)?],
+            params![id, webhook.version as i64, record],
         )
         .map_err(db)?;
         tx.execute("DELETE FROM subscriptions WHERE webhook_id = ?1", params![id]).map_err(db)?;
@@ -201,15 +204,12 @@ impl Store for EmbeddedStore {
             None => String::new(),
         };
         let fetch = request.limit as i64 + 1;
-        let connection = self.lock()?;
         let items = match event_type {
-            None => read_records::<Webhook>(
-                &connection,
+            None => self.read_records::<Webhook>(
                 "SELECT record FROM webhooks WHERE webhook_id > ?1 ORDER BY webhook_id LIMIT ?2",
                 params![after, fetch],
             )?,
-            Some(event_type) => read_records::<Webhook>(
-                &connection,
+            Some(event_type) => self.read_records::<Webhook>(
                 "SELECT w.record FROM subscriptions s JOIN webhooks w ON w.webhook_id = s.webhook_id
                  WHERE s.event_type = ?1 AND s.webhook_id > ?2 ORDER BY s.webhook_id LIMIT ?3",
                 params![event_type.as_str(), after, fetch],
@@ -219,20 +219,20 @@ impl Store for EmbeddedStore {
     }
 
     async fn subscribers(&self, event_type: EventType) -> Result<Vec<Webhook>, StoreError> {
-        let connection = self.lock()?;
-        read_records::<Webhook>(
-            &connection,
+        self.read_records::<Webhook>(
             "SELECT w.record FROM subscriptions s JOIN webhooks w ON w.webhook_id = s.webhook_id WHERE s.event_type = ?1",
             params![event_type.as_str()],
         )
     }
 
     async fn insert_delivery(&self, entry: &DeliveryLog) -> Result<bool, StoreError> {
+        let record = to_json(entry)?;
         let connection = self.lock()?;
         let inserted = connection
+            .prepare_cached("INSERT OR IGNORE INTO deliveries (webhook_id, event_id, created_key, state, version, expires_at, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+            .map_err(db)?
             .execute(
-                "INSERT OR IGNORE INTO deliveries (webhook_id, event_id, created_key, state, version, expires_at, record)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     entry.webhook_id.to_string(),
                     entry.event_id.to_string(),
@@ -240,7 +240,7 @@ impl Store for EmbeddedStore {
                     entry.state.as_str(),
                     entry.version as i64,
                     entry.expires_at,
-                    to_json(entry)?
+                    record
                 ],
             )
             .map_err(db)?;
@@ -248,9 +248,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn get_delivery(&self, webhook_id: WebhookId, event_id: Uuid) -> Result<Option<DeliveryLog>, StoreError> {
-        let connection = self.lock()?;
-        let mut found = read_records::<DeliveryLog>(
-            &connection,
+        let mut found = self.read_records::<DeliveryLog>(
             "SELECT record FROM deliveries WHERE webhook_id = ?1 AND event_id = ?2",
             params![webhook_id.to_string(), event_id.to_string()],
         )?;
@@ -258,21 +256,23 @@ impl Store for EmbeddedStore {
     }
 
     async fn update_delivery(&self, entry: &DeliveryLog) -> Result<(), StoreError> {
+        let record = to_json(entry)?;
         let connection = self.lock()?;
         let updated = connection
-            .execute(
+            .prepare_cached(
                 "UPDATE deliveries SET state = ?3, version = ?4, expires_at = ?5, record = ?6
                  WHERE webhook_id = ?1 AND event_id = ?2 AND version = ?7",
-                params![
-                    entry.webhook_id.to_string(),
-                    entry.event_id.to_string(),
-                    entry.state.as_str(),
-                    entry.version as i64,
-                    entry.expires_at,
-                    to_json(entry)?,
-                    entry.version as i64 - 1
-                ],
             )
+            .map_err(db)?
+            .execute(params![
+                entry.webhook_id.to_string(),
+                entry.event_id.to_string(),
+                entry.state.as_str(),
+                entry.version as i64,
+                entry.expires_at,
+                record,
+                entry.version as i64 - 1
+            ])
             .map_err(db)?;
         if updated == 1 { Ok(()) } else { Err(StoreError::Conflict) }
     }
@@ -289,15 +289,12 @@ impl Store for EmbeddedStore {
             None => "\u{10FFFF}".to_owned(),
         };
         let fetch = request.limit as i64 + 1;
-        let connection = self.lock()?;
         let items = match state {
-            None => read_records::<DeliveryLog>(
-                &connection,
+            None => self.read_records::<DeliveryLog>(
                 "SELECT record FROM deliveries WHERE webhook_id = ?1 AND created_key < ?2 ORDER BY created_key DESC LIMIT ?3",
                 params![webhook_id.to_string(), before, fetch],
             )?,
-            Some(state) => read_records::<DeliveryLog>(
-                &connection,
+            Some(state) => self.read_records::<DeliveryLog>(
                 "SELECT record FROM deliveries WHERE webhook_id = ?1 AND created_key < ?2 AND state = ?3
                  ORDER BY created_key DESC LIMIT ?4",
                 params![webhook_id.to_string(), before, state.as_str(), fetch],
@@ -313,9 +310,7 @@ impl Store for EmbeddedStore {
         since: DateTime<Utc>,
     ) -> Result<Vec<DeliveryLog>, StoreError> {
         let from = since.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string();
-        let connection = self.lock()?;
-        read_records::<DeliveryLog>(
-            &connection,
+        self.read_records::<DeliveryLog>(
             "SELECT record FROM deliveries WHERE webhook_id = ?1 AND created_key >= ?2 AND state = ?3 ORDER BY created_key",
             params![webhook_id.to_string(), from, state.as_str()],
         )
@@ -324,10 +319,9 @@ impl Store for EmbeddedStore {
     async fn put_task(&self, task: &PendingTask) -> Result<(), StoreError> {
         let connection = self.lock()?;
         connection
-            .execute(
-                "INSERT OR REPLACE INTO tasks (task_id, due_ms, body) VALUES (?1, ?2, ?3)",
-                params![task.task_id.to_string(), task.due_at.timestamp_millis(), task.body],
-            )
+            .prepare_cached("INSERT OR REPLACE INTO tasks (task_id, due_ms, body) VALUES (?1, ?2, ?3)")
+            .map_err(db)?
+            .execute(params![task.task_id.to_string(), task.due_at.timestamp_millis(), task.body])
             .map_err(db)?;
         Ok(())
     }
@@ -365,7 +359,11 @@ impl Store for EmbeddedStore {
 
     async fn delete_task(&self, task_id: Uuid) -> Result<(), StoreError> {
         let connection = self.lock()?;
-        connection.execute("DELETE FROM tasks WHERE task_id = ?1", params![task_id.to_string()]).map_err(db)?;
+        connection
+            .prepare_cached("DELETE FROM tasks WHERE task_id = ?1")
+            .map_err(db)?
+            .execute(params![task_id.to_string()])
+            .map_err(db)?;
         Ok(())
     }
 

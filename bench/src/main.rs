@@ -22,6 +22,9 @@ enum Mode {
     Receiver {
         #[arg(long)]
         port: u16,
+        /// Answer after this long (a slow receiver).
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
     },
     /// Plain POSTs of delivery-sized bodies from one reqwest client: the limit to compare with.
     Raw {
@@ -46,6 +49,18 @@ enum Mode {
         concurrency: usize,
         #[arg(long, default_value_t = 1024)]
         body_bytes: usize,
+    },
+    /// SQS batches of `events` events x `subscribers` webhooks through the Lambda handler,
+    /// repeated, printing each batch's time and the process's resident memory.
+    Batches {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 10)]
+        events: usize,
+        #[arg(long, default_value_t = 10)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 20)]
+        batches: usize,
     },
     /// Time to find an event type's subscribers among many webhooks.
     Fanout {
@@ -72,7 +87,10 @@ enum Mode {
 #[tokio::main]
 async fn main() {
     let result = match Cli::parse().mode {
-        Mode::Receiver { port } => receiver::run(port).await,
+        Mode::Receiver { port, delay_ms } => receiver::run(port, delay_ms).await,
+        Mode::Batches { url, events, subscribers, batches } => {
+            throughput::batches(&url, events, subscribers, batches).await
+        }
         Mode::Raw { url, requests, concurrency, body_bytes } => {
             throughput::raw(&url, requests, concurrency, body_bytes).await
         }

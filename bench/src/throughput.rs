@@ -127,6 +127,75 @@ pub async fn engine(
     Ok(())
 }
 
+/// The sender Lambda's handler on repeated SQS batches: each batch's wall time, and whether
+/// memory stays flat as batches repeat.
+pub async fn batches(url: &str, events: usize, subscribers: usize, batches: usize) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).map_err(|e| e.to_string())?);
+    let config = Arc::new(Config { fanout_inline_limit: subscribers, ..Config::default() });
+    let sender =
+        Sender::new(store.clone(), Arc::new(Discard), Arc::new(Discard), config.clone(), &CidrList::loopback())
+            .map_err(|e| e.to_string())?;
+    let app = App { store, queue: Arc::new(Discard), config };
+    for i in 0..subscribers {
+        app.create_webhook(NewWebhook {
+            name: WebhookName::parse(&format!("bench-{i}")).map_err(|e| e.to_string())?,
+            url: WebhookUrl::parse(url, false).map_err(|e| e.to_string())?,
+            event_types: vec![EventType::Ping],
+            secret_token: Some(SecretToken::parse("bench-secret").map_err(|e| e.to_string())?),
+            message_format: None,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    let mut times_ms = Vec::with_capacity(batches);
+    let mut rss_after_first = 0.0;
+    for batch in 0..batches {
+        let mut event = aws_lambda_events::sqs::SqsEvent::default();
+        for _ in 0..events {
+            let mut message = aws_lambda_events::sqs::SqsMessage::default();
+            message.message_id = Some(Uuid::new_v4().to_string());
+            message.body = Some(json!({"event_type": "ping", "event": {"ping_id": Uuid::new_v4()}}).to_string());
+            event.records.push(message);
+        }
+        let started = Instant::now();
+        let response = webhooks::delivery::handle_sqs_event(&sender, event).await.map_err(|e| e.to_string())?;
+        times_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        if !response.batch_item_failures.is_empty() {
+            return Err(format!("batch {batch}: {} records failed", response.batch_item_failures.len()));
+        }
+        if batch == 0 {
+            rss_after_first = current_rss_mib();
+        }
+    }
+    let mut sorted = times_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    println!(
+        "{}",
+        json!({
+            "mode": "batches",
+            "events_per_batch": events,
+            "subscribers": subscribers,
+            "batches": batches,
+            "batch_ms_median": percentile(&sorted, 0.5),
+            "batch_ms_max": sorted.last().copied().unwrap_or_default(),
+            "rss_after_first_batch_mib": rss_after_first,
+            "rss_after_last_batch_mib": current_rss_mib(),
+        })
+    );
+    Ok(())
+}
+
+fn current_rss_mib() -> f64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return 0.0 };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
+}
+
 fn report(mode: &str, delivered: usize, failed: usize, elapsed: Duration, cpu: f64, latencies: &mut [f64]) {
     latencies.sort_by(f64::total_cmp);
     let per_second = delivered as f64 / elapsed.as_secs_f64();

@@ -66,22 +66,8 @@ pub async fn engine(
         }
         .map_err(|e| e.to_string())?,
     );
-    let config = Arc::new(Config { delivery_concurrency: concurrency, ..Config::default() });
-    let sender =
-        Sender::new(store.clone(), Arc::new(Discard), Arc::new(Discard), config.clone(), &CidrList::loopback())
-            .map_err(|e| e.to_string())?;
-    let app = App { store, queue: Arc::new(Discard), config };
-    for i in 0..subscribers {
-        app.create_webhook(NewWebhook {
-            name: WebhookName::parse(&format!("bench-{i}")).map_err(|e| e.to_string())?,
-            url: WebhookUrl::parse(url, false).map_err(|e| e.to_string())?,
-            event_types: vec![EventType::Ping],
-            secret_token: Some(SecretToken::parse("bench-secret").map_err(|e| e.to_string())?),
-            message_format: None,
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    }
+    let config = Config { delivery_concurrency: concurrency, ..Config::default() };
+    let sender = sender_with_subscribers(store, config, url, subscribers).await?;
     let padding = "x".repeat(body_bytes.saturating_sub(300));
     // Enough events in flight to keep `concurrency` deliveries busy, as SQS batches would.
     let events_in_flight = (concurrency * 2).div_ceil(subscribers.max(1)).max(2);
@@ -132,22 +118,8 @@ pub async fn engine(
 pub async fn batches(url: &str, events: usize, subscribers: usize, batches: usize) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).map_err(|e| e.to_string())?);
-    let config = Arc::new(Config { fanout_inline_limit: subscribers, ..Config::default() });
-    let sender =
-        Sender::new(store.clone(), Arc::new(Discard), Arc::new(Discard), config.clone(), &CidrList::loopback())
-            .map_err(|e| e.to_string())?;
-    let app = App { store, queue: Arc::new(Discard), config };
-    for i in 0..subscribers {
-        app.create_webhook(NewWebhook {
-            name: WebhookName::parse(&format!("bench-{i}")).map_err(|e| e.to_string())?,
-            url: WebhookUrl::parse(url, false).map_err(|e| e.to_string())?,
-            event_types: vec![EventType::Ping],
-            secret_token: Some(SecretToken::parse("bench-secret").map_err(|e| e.to_string())?),
-            message_format: None,
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    }
+    let config = Config { fanout_inline_limit: subscribers, ..Config::default() };
+    let sender = sender_with_subscribers(store, config, url, subscribers).await?;
     let mut times_ms = Vec::with_capacity(batches);
     let mut rss_after_first = 0.0;
     for batch in 0..batches {
@@ -184,6 +156,32 @@ pub async fn batches(url: &str, events: usize, subscribers: usize, batches: usiz
         })
     );
     Ok(())
+}
+
+/// A sender on `store` with `subscribers` webhooks at `url`, all subscribed to `ping`.
+async fn sender_with_subscribers(
+    store: Arc<dyn Store>,
+    config: Config,
+    url: &str,
+    subscribers: usize,
+) -> Result<Sender, String> {
+    let config = Arc::new(config);
+    let sender =
+        Sender::new(store.clone(), Arc::new(Discard), Arc::new(Discard), config.clone(), &CidrList::loopback())
+            .map_err(|e| e.to_string())?;
+    let app = App { store, queue: Arc::new(Discard), config };
+    for i in 0..subscribers {
+        app.create_webhook(NewWebhook {
+            name: WebhookName::parse(&format!("bench-{i}")).map_err(|e| e.to_string())?,
+            url: WebhookUrl::parse(url, false).map_err(|e| e.to_string())?,
+            event_types: vec![EventType::Ping],
+            secret_token: Some(SecretToken::parse("bench-secret").map_err(|e| e.to_string())?),
+            message_format: None,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(sender)
 }
 
 fn current_rss_mib() -> f64 {

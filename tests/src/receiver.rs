@@ -32,6 +32,40 @@ impl Received {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("the body is JSON")
     }
+
+    /// Checks both signatures as a receiver would: recomputed from the received bytes with the
+    /// HMAC primitives, not with the code under test.
+    pub fn assert_signed(&self, secret: &str) {
+        self.assert_digest(secret);
+        self.assert_standard_signature(secret);
+    }
+
+    /// `X-Onefuzz-Digest`: lowercase hex HMAC-SHA512 of the body.
+    pub fn assert_digest(&self, secret: &str) {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut sha512 = Hmac::<sha2::Sha512>::new_from_slice(secret.as_bytes()).expect("key");
+        sha512.update(&self.body);
+        let expected = hex::encode(sha512.finalize().into_bytes());
+        assert_eq!(self.header("x-onefuzz-digest"), Some(expected.as_str()), "X-Onefuzz-Digest");
+    }
+
+    /// `webhook-signature` holds `v1,` + base64 HMAC-SHA256 of `{id}.{timestamp}.{body}` for
+    /// this secret, and the timestamp is fresh.
+    pub fn assert_standard_signature(&self, secret: &str) {
+        use base64::Engine;
+        use hmac::{Hmac, KeyInit, Mac};
+        let id = self.header("webhook-id").expect("webhook-id");
+        let timestamp = self.header("webhook-timestamp").expect("webhook-timestamp");
+        let mut sha256 = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+        sha256.update(format!("{id}.{timestamp}.").as_bytes());
+        sha256.update(&self.body);
+        let expected =
+            format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(sha256.finalize().into_bytes()));
+        let header = self.header("webhook-signature").expect("webhook-signature");
+        assert!(header.split(' ').any(|s| s == expected), "{header} lacks {expected}");
+        let sent_at: i64 = timestamp.parse().expect("unix seconds");
+        assert!((chrono::Utc::now().timestamp() - sent_at).abs() < 60, "stale webhook-timestamp {sent_at}");
+    }
 }
 
 /// How to answer one request.

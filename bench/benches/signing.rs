@@ -6,9 +6,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use serde_json::json;
 use uuid::Uuid;
 use webhooks::delivery::signed_request;
-use webhooks::domain::{
-    EventEnvelope, MessageFormat, SecretToken, Webhook, WebhookId, WebhookName, WebhookState, WebhookUrl,
-};
+use webhooks::domain::{EventEnvelope, MessageFormat, SecretToken, Webhook, WebhookName, WebhookUrl};
 use webhooks::events::EventType;
 
 fn envelope(payload_bytes: usize) -> EventEnvelope {
@@ -23,22 +21,14 @@ fn envelope(payload_bytes: usize) -> EventEnvelope {
 }
 
 fn webhook(format: MessageFormat) -> Webhook {
-    let now = Utc::now();
-    Webhook {
-        webhook_id: WebhookId::new(),
-        name: WebhookName::parse("bench").expect("name"),
-        url: WebhookUrl::parse("https://example.com/hook", false).expect("url"),
-        event_types: vec![EventType::Ping],
-        secret_token: Some(SecretToken::parse("bench-secret").expect("secret")),
-        rotated_secret: None,
-        message_format: Some(format),
-        state: WebhookState::Enabled,
-        disabled_reason: None,
-        failing_since: None,
-        created_at: now,
-        updated_at: now,
-        version: 0,
-    }
+    Webhook::new(
+        WebhookName::parse("bench").expect("name"),
+        WebhookUrl::parse("https://example.com/hook", false).expect("url"),
+        vec![EventType::Ping],
+        Some(SecretToken::parse("bench-secret").expect("secret")),
+        Some(format),
+        Utc::now(),
+    )
 }
 
 fn envelope_and_sign(c: &mut Criterion) {

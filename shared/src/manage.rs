@@ -44,22 +44,8 @@ const UPDATE_ATTEMPTS: usize = 3;
 
 impl App {
     pub async fn create_webhook(&self, new: NewWebhook) -> Result<Webhook, ApiError> {
-        let now = Utc::now();
-        let webhook = Webhook {
-            webhook_id: WebhookId::new(),
-            name: new.name,
-            url: new.url,
-            event_types: new.event_types,
-            secret_token: new.secret_token,
-            rotated_secret: None,
-            message_format: new.message_format,
-            state: WebhookState::Enabled,
-            disabled_reason: None,
-            failing_since: None,
-            created_at: now,
-            updated_at: now,
-            version: 0,
-        };
+        let webhook =
+            Webhook::new(new.name, new.url, new.event_types, new.secret_token, new.message_format, Utc::now());
         self.store.create_webhook(&webhook).await?;
         tracing::info!(webhook_id = %webhook.webhook_id, "webhook created");
         Ok(webhook)

@@ -234,6 +234,32 @@ pub struct Webhook {
 }
 
 impl Webhook {
+    /// A new, enabled webhook with a fresh id, created at `now`.
+    pub fn new(
+        name: WebhookName,
+        url: WebhookUrl,
+        event_types: Vec<EventType>,
+        secret_token: Option<SecretToken>,
+        message_format: Option<MessageFormat>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            webhook_id: WebhookId::new(),
+            name,
+            url,
+            event_types,
+            secret_token,
+            rotated_secret: None,
+            message_format,
+            state: WebhookState::Enabled,
+            disabled_reason: None,
+            failing_since: None,
+            created_at: now,
+            updated_at: now,
+            version: 0,
+        }
+    }
+
     pub fn format(&self) -> MessageFormat {
         self.message_format.unwrap_or_default()
     }

@@ -11,28 +11,19 @@ use uuid::Uuid;
 
 use super::{Cursor, PageRequest, PendingTask, Store, StoreError};
 use crate::domain::{
-    Attempt, DeliveryLog, DeliveryState, EventEnvelope, SecretToken, Webhook, WebhookId, WebhookName, WebhookState,
-    WebhookUrl,
+    Attempt, DeliveryLog, DeliveryState, EventEnvelope, SecretToken, Webhook, WebhookId, WebhookName, WebhookUrl,
 };
 use crate::events::EventType;
 
 pub(crate) fn webhook(name: &str, event_types: &[EventType]) -> Webhook {
-    let now = Utc::now();
-    Webhook {
-        webhook_id: WebhookId::new(),
-        name: WebhookName::parse(name).expect("test name"),
-        url: WebhookUrl::parse("https://example.com/hook", false).expect("test url"),
-        event_types: event_types.to_vec(),
-        secret_token: Some(SecretToken::parse("s3cret").expect("test secret")),
-        rotated_secret: None,
-        message_format: None,
-        state: WebhookState::Enabled,
-        disabled_reason: None,
-        failing_since: None,
-        created_at: now,
-        updated_at: now,
-        version: 0,
-    }
+    Webhook::new(
+        WebhookName::parse(name).expect("test name"),
+        WebhookUrl::parse("https://example.com/hook", false).expect("test url"),
+        event_types.to_vec(),
+        Some(SecretToken::parse("s3cret").expect("test secret")),
+        None,
+        Utc::now(),
+    )
 }
 
 pub(crate) fn delivery(webhook_id: WebhookId, created_at: chrono::DateTime<Utc>) -> DeliveryLog {

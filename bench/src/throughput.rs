@@ -69,8 +69,12 @@ pub async fn engine(
     let config = Config { delivery_concurrency: concurrency, ..Config::default() };
     let sender = sender_with_subscribers(store, config, url, subscribers).await?;
     let padding = "x".repeat(body_bytes.saturating_sub(300));
-    // Enough events in flight to keep `concurrency` deliveries busy, as SQS batches would.
-    let events_in_flight = (concurrency * 2).div_ceil(subscribers.max(1)).max(2);
+    // Enough events in flight to keep `concurrency` requests busy while others' log entries are
+    // written, as the local worker's batches of due messages do.
+    let events_in_flight = std::env::var("BENCH_EVENTS_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| (concurrency * 4).div_ceil(subscribers.max(1)).max(2));
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     // Each event is its own task, as the local worker runs them, so both cores are used.

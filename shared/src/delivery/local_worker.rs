@@ -17,7 +17,8 @@ use crate::store::PendingTask;
 
 /// Longest sleep between polls, so messages queued by another process are noticed.
 const IDLE_POLL: Duration = Duration::from_secs(1);
-/// Wait before a message whose handling failed for a passing reason is tried again.
+/// Shortest wait before a message whose handling failed for a passing reason is tried again;
+/// longer if its claims on deliveries last longer ([`Sender::claim_duration`]).
 const REDELIVERY_DELAY: Duration = Duration::from_secs(5);
 const BATCH: usize = 64;
 /// How far a task's due time moves while it is handled: past an attempt's usual timeout.
@@ -107,7 +108,8 @@ async fn handle(sender: Arc<Sender>, queue: LocalQueue, in_flight: Arc<Mutex<Has
     let outcome = sender.handle_message(&task.body, &task.task_id.to_string()).await;
     let store = queue.store();
     let later = || PendingTask {
-        due_at: Utc::now() + chrono::Duration::from_std(REDELIVERY_DELAY).unwrap_or_default(),
+        due_at: Utc::now()
+            + chrono::Duration::from_std(REDELIVERY_DELAY.max(sender.claim_duration())).unwrap_or_default(),
         ..task.clone()
     };
     let result = match outcome {

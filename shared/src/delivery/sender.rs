@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
-use tokio::sync::Semaphore;
+use tokio::sync::{AcquireError, Semaphore, SemaphorePermit};
 use tracing::Instrument;
 
 use super::envelope::{USER_AGENT, signed_request};
@@ -181,8 +181,30 @@ impl Sender {
             self.queue.send_batch(&tasks, Duration::ZERO).await?;
             tracing::info!(handed_off = tasks.len(), "fan-out continues through the queue");
         }
+        // One write creates every inline entry, already claimed, instead of one write each.
+        let now = Utc::now();
+        let fresh: Vec<DeliveryLog> =
+            enabled.iter().map(|webhook| self.claimed_entry(webhook.webhook_id, envelope, now)).collect();
+        if fresh.is_empty() {
+            return Ok(Tally::default());
+        }
+        let inserted = self.store.insert_deliveries(&fresh).await?;
+        if inserted.len() != fresh.len() {
+            return Err(Transient::Store(StoreError::Backend(format!(
+                "{} entries inserted, {} answers",
+                fresh.len(),
+                inserted.len()
+            ))));
+        }
         let mut tally = Tally::default();
-        let results = join_all(enabled.iter().map(|webhook| self.deliver(webhook, envelope, Trigger::Fanout))).await;
+        let results = join_all(
+            enabled
+                .iter()
+                .zip(fresh)
+                .zip(inserted)
+                .map(|((webhook, entry), inserted)| self.deliver_inserted(webhook, entry, inserted)),
+        )
+        .await;
         let mut first_error = None;
         for result in results {
             match result {
@@ -249,15 +271,60 @@ impl Sender {
         envelope: &EventEnvelope,
         trigger: Trigger,
     ) -> Result<(Step, Option<u64>), Transient> {
-        let _permit = self.in_flight.acquire().await;
+        let permit = self.in_flight.acquire().await;
         let now = Utc::now();
-        let lease = now + chrono_duration(self.config.delivery_timeout + LEASE_MARGIN);
-        let Some((mut entry, claimed)) = self.entry_for(webhook.webhook_id, envelope, trigger, lease, now).await?
-        else {
+        let Some((entry, claimed)) = self.entry_for(webhook.webhook_id, envelope, trigger, now).await? else {
             tracing::info!(event_id = %envelope.event_id, "no log entry for this retry; dropping it");
             return Ok((Step::Skipped, None));
         };
+        self.deliver_entry(webhook, entry, claimed, trigger, now, permit).await
+    }
+
+    /// A fan-out delivery whose entry the fan-out already tried to insert, claimed. If the wait
+    /// for a concurrency permit ate into the claim, it is renewed before the attempt.
+    async fn deliver_inserted(
+        &self,
+        webhook: &Webhook,
+        fresh: DeliveryLog,
+        inserted: bool,
+    ) -> Result<(Step, Option<u64>), Transient> {
+        let permit = self.in_flight.acquire().await;
+        let now = Utc::now();
+        if !inserted {
+            // It exists: SQS redelivered the message, or another sender got there first.
+            let existing = self.store.get_delivery(fresh.webhook_id, fresh.event_id).await?;
+            let entry = existing.ok_or(Transient::Store(StoreError::NotFound))?;
+            return self.deliver_entry(webhook, entry, false, Trigger::Fanout, now, permit).await;
+        }
+        let mut entry = fresh;
+        let attempt_needs = chrono_duration(self.config.delivery_timeout + LEASE_MARGIN / 2);
+        if entry.lease_until.is_none_or(|lease| lease - now < attempt_needs) {
+            entry.lease_until = Some(self.lease_from(now));
+            entry.updated_at = now;
+            entry.version += 1;
+            match self.store.update_delivery(&entry).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => return Ok((Step::Skipped, None)),
+                Err(other) => return Err(other.into()),
+            }
+        }
+        self.deliver_entry(webhook, entry, true, Trigger::Fanout, now, permit).await
+    }
+
+    /// The rest of a delivery once its entry is known: `claimed` says whether this sender
+    /// already holds its lease. `permit` bounds requests in flight, so it is let go as soon as
+    /// the attempt is answered, not after the write that records it.
+    async fn deliver_entry(
+        &self,
+        webhook: &Webhook,
+        mut entry: DeliveryLog,
+        claimed: bool,
+        trigger: Trigger,
+        now: DateTime<Utc>,
+        permit: Result<SemaphorePermit<'_>, AcquireError>,
+    ) -> Result<(Step, Option<u64>), Transient> {
         if !claimed {
+            let lease = self.lease_from(now);
             if !self.attempt_is_due(&mut entry, trigger, now).await? {
                 return Ok((Step::Skipped, None));
             }
@@ -267,7 +334,7 @@ impl Sender {
             match self.store.update_delivery(&entry).await {
                 Ok(()) => {}
                 Err(StoreError::Conflict) => {
-                    tracing::debug!(webhook_id = %webhook.webhook_id, event_id = %envelope.event_id, "claimed by another sender");
+                    tracing::debug!(webhook_id = %webhook.webhook_id, event_id = %entry.event_id, "claimed by another sender");
                     return Ok((Step::Skipped, None));
                 }
                 Err(other) => return Err(other.into()),
@@ -279,6 +346,7 @@ impl Sender {
         let attempt_number = entry.try_count + 1;
         let span = tracing::info_span!("attempt", webhook_id = %webhook.webhook_id, event_id = %envelope.event_id, attempt = attempt_number);
         let outcome = self.attempt(webhook, &envelope).instrument(span.clone()).await;
+        drop(permit);
         let latency = (Utc::now() - envelope.created_at).num_milliseconds().max(0) as u64;
         let step = self.record(webhook, &envelope, entry, attempt_number, trigger, &outcome).instrument(span).await?;
         Ok((step, (step == Step::Delivered).then_some(latency)))
@@ -292,21 +360,38 @@ impl Sender {
         webhook_id: WebhookId,
         envelope: &EventEnvelope,
         trigger: Trigger,
-        lease: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<(DeliveryLog, bool)>, Transient> {
         if !matches!(trigger, Trigger::Fanout | Trigger::Ping) {
             let existing = self.store.get_delivery(webhook_id, envelope.event_id).await?;
             return Ok(existing.map(|entry| (entry, false)));
         }
-        let mut fresh = DeliveryLog::new(webhook_id, envelope.clone(), now, self.config.log_retention);
-        fresh.lease_until = Some(lease);
+        let fresh = self.claimed_entry(webhook_id, envelope, now);
         if self.store.insert_delivery(&fresh).await? {
             return Ok(Some((fresh, true)));
         }
         // It exists: SQS redelivered the message, or another sender got there first.
         let existing = self.store.get_delivery(webhook_id, envelope.event_id).await?;
         existing.map(|entry| Some((entry, false))).ok_or(Transient::Store(StoreError::NotFound))
+    }
+
+    /// A new log entry for `envelope`, holding the lease from `now`.
+    fn claimed_entry(&self, webhook_id: WebhookId, envelope: &EventEnvelope, now: DateTime<Utc>) -> DeliveryLog {
+        let mut entry = DeliveryLog::new(webhook_id, envelope.clone(), now, self.config.log_retention);
+        entry.lease_until = Some(self.lease_from(now));
+        entry
+    }
+
+    /// How long a claim made at `now` holds: the attempt's own timeout and the writes around it.
+    fn lease_from(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + chrono_duration(self.claim_duration())
+    }
+
+    /// How long a delivery stays claimed by the handling that claimed it. A message whose
+    /// handling must be tried again waits at least this long (SQS's visibility timeout does
+    /// the same in AWS), or its own claims would make the next try skip those deliveries.
+    pub fn claim_duration(&self) -> Duration {
+        self.config.delivery_timeout + LEASE_MARGIN
     }
 
     /// Whether this message may make the next attempt on `entry`. Also re-sends a retry task

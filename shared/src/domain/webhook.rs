@@ -272,10 +272,11 @@ impl Webhook {
     /// within its grace window.
     pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<&SecretToken> {
         let mut secrets: Vec<&SecretToken> = self.secret_token.iter().collect();
-        if let Some(rotated) = &self.rotated_secret {
-            if rotated.expires_at > now && Some(&rotated.secret_token) != self.secret_token.as_ref() {
-                secrets.push(&rotated.secret_token);
-            }
+        if let Some(rotated) = &self.rotated_secret
+            && rotated.expires_at > now
+            && Some(&rotated.secret_token) != self.secret_token.as_ref()
+        {
+            secrets.push(&rotated.secret_token);
         }
         secrets
     }

@@ -55,6 +55,9 @@ where
     a_foreign_cursor_is_refused(fresh().await.as_ref()).await;
     a_delivery_is_inserted_once_per_webhook_and_event(fresh().await.as_ref()).await;
     a_delivery_update_from_a_stale_version_conflicts(fresh().await.as_ref()).await;
+    every_field_of_a_delivery_reads_back_after_an_update(fresh().await.as_ref()).await;
+    entries_inserted_together_report_which_were_new(fresh().await.as_ref()).await;
+    a_reused_event_id_keeps_each_entrys_own_payload(fresh().await.as_ref()).await;
     deliveries_list_newest_first_filtered_and_paginated(fresh().await.as_ref()).await;
     deliveries_since_returns_only_that_state_after_the_time(fresh().await.as_ref()).await;
     tasks_come_due_in_order_and_go_when_deleted(fresh().await.as_ref()).await;
@@ -247,6 +250,83 @@ async fn a_delivery_update_from_a_stale_version_conflicts(store: &dyn Store) {
 
     assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
     assert_eq!(store.get_delivery(entry.webhook_id, entry.event_id).await.expect("get"), Some(succeeded));
+}
+
+async fn every_field_of_a_delivery_reads_back_after_an_update(store: &dyn Store) {
+    let mut entry = delivery(WebhookId::new(), Utc::now());
+    entry.envelope.event = json!({"task": {"nested": [1, 2.5, "three", null, {"deep": true}]}, "text": "ü ✓ \"q\""});
+    entry.envelope.instance_name = "instance-ß".into();
+    let mut same_event_other_webhook = entry.clone();
+    same_event_other_webhook.webhook_id = WebhookId::new();
+    store.insert_delivery(&entry).await.expect("insert");
+    store.insert_delivery(&same_event_other_webhook).await.expect("insert other");
+
+    let mut retrying = entry.clone();
+    retrying.version = 1;
+    retrying.state = DeliveryState::Retrying;
+    retrying.try_count = 1;
+    retrying.updated_at = entry.updated_at + Duration::seconds(1);
+    retrying.next_attempt_at = Some(entry.created_at + Duration::minutes(5));
+    retrying.lease_until = Some(entry.created_at + Duration::seconds(30));
+    retrying.retry_scheduled = true;
+    retrying.attempts.push(Attempt {
+        attempt: 1,
+        at: Utc::now(),
+        status_code: None,
+        error: Some("connection refused".into()),
+        duration_ms: 3,
+        response_head: None,
+    });
+    store.update_delivery(&retrying).await.expect("update");
+
+    assert_eq!(store.get_delivery(entry.webhook_id, entry.event_id).await.expect("get"), Some(retrying.clone()));
+    let other = store.get_delivery(same_event_other_webhook.webhook_id, entry.event_id).await.expect("get other");
+    assert_eq!(other, Some(same_event_other_webhook));
+    let listed = store.list_deliveries(entry.webhook_id, None, PageRequest { limit: 10, cursor: None }).await;
+    assert_eq!(listed.expect("list").items, vec![retrying]);
+}
+
+async fn entries_inserted_together_report_which_were_new(store: &dyn Store) {
+    let existing = delivery(WebhookId::new(), Utc::now());
+    store.insert_delivery(&existing).await.expect("insert");
+    let mut already_there = existing.clone();
+    already_there.state = DeliveryState::Failed;
+    let mut same_event = existing.clone();
+    same_event.webhook_id = WebhookId::new();
+    let other_event = delivery(WebhookId::new(), Utc::now());
+
+    let inserted = store
+        .insert_deliveries(&[already_there, same_event.clone(), other_event.clone()])
+        .await
+        .expect("insert together");
+
+    assert_eq!(inserted, vec![false, true, true]);
+    for entry in [&existing, &same_event, &other_event] {
+        let read = store.get_delivery(entry.webhook_id, entry.event_id).await.expect("get");
+        assert_eq!(read.as_ref(), Some(entry), "the first write of an entry wins");
+    }
+    assert_eq!(store.insert_deliveries(&[]).await.expect("nothing to insert"), Vec::<bool>::new());
+}
+
+async fn a_reused_event_id_keeps_each_entrys_own_payload(store: &dyn Store) {
+    // Producers choose event ids; two different events may share one.
+    let first = delivery(WebhookId::new(), Utc::now());
+    let mut second = first.clone();
+    second.webhook_id = WebhookId::new();
+    second.envelope.event = json!({"ping_id": Uuid::new_v4(), "other": "event"});
+    let mut third = second.clone();
+    third.webhook_id = WebhookId::new();
+    store.insert_delivery(&first).await.expect("insert first");
+    store.insert_deliveries(&[second.clone(), third.clone()]).await.expect("insert the others");
+    let mut second_retried = second.clone();
+    second_retried.version = 1;
+    second_retried.state = DeliveryState::Retrying;
+    store.update_delivery(&second_retried).await.expect("update");
+
+    for entry in [&first, &second_retried, &third] {
+        let read = store.get_delivery(entry.webhook_id, entry.event_id).await.expect("get");
+        assert_eq!(read.as_ref(), Some(entry));
+    }
 }
 
 async fn deliveries_list_newest_first_filtered_and_paginated(store: &dyn Store) {

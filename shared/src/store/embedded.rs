@@ -1,18 +1,24 @@
 //! The local-mode store: one SQLite file (WAL), so webhooks, logs and pending retries survive
-//! a restart. Records are JSON columns next to the few columns queries need.
+//! a restart. Records are JSON columns next to the few columns queries need. An event's
+//! payload is stored once in `events`, not in each of its subscribers' log entries: a log
+//! entry is rewritten on every attempt, and the payload is most of its size.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::mpsc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use serde::Serialize;
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{Cursor, Page, PageRequest, PendingTask, Store, StoreError};
-use crate::domain::{DeliveryLog, DeliveryState, Webhook, WebhookId};
+use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, Webhook, WebhookId};
 use crate::events::EventType;
 
+/// The first release's schema; [`migrate`] brings it up to date.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS webhooks (
     webhook_id TEXT PRIMARY KEY,
@@ -43,10 +49,58 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE INDEX IF NOT EXISTS tasks_by_due ON tasks (due_ms);
 ";
 
+/// All SQLite work runs on one thread that owns the connection. Callers hand it jobs and await
+/// the answer, so no async worker ever blocks on SQLite, and the thread commits every job that
+/// queued up meanwhile in one transaction (group commit): under load, concurrent deliveries
+/// share a commit instead of queueing for one each. A job is answered only after the commit
+/// that holds its writes. (WAL with `synchronous = NORMAL`: a commit survives the process
+/// crashing at any point; an OS crash or power loss can undo the last few.)
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    connection: Arc<Mutex<Connection>>,
+    jobs: mpsc::Sender<Box<dyn Job>>,
 }
+
+/// One caller's work on the connection and the channel that answers it.
+trait Job: Send {
+    /// Runs the work; returns how to answer the caller once the commit outcome is known.
+    fn run(self: Box<Self>, connection: &Connection) -> Answer;
+    /// Answers without running: the transaction could not start.
+    fn refuse(self: Box<Self>, err: &StoreError);
+}
+
+type Answer = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+
+struct Pending<T, F> {
+    work: F,
+    /// Whether the work's writes must stand or fall together. Costs a savepoint, which copies
+    /// every page the work touches to a sub-journal, so single-statement work goes without.
+    atomic: bool,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Pending<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+{
+    fn run(self: Box<Self>, connection: &Connection) -> Answer {
+        let Pending { work, atomic, reply } = *self;
+        let result = if atomic { atomically(connection, work) } else { contained(connection, work) };
+        Box::new(move |committed: Result<(), &StoreError>| {
+            let _ = reply.send(match committed {
+                Ok(()) => result,
+                Err(err) => Err(StoreError::Backend(format!("commit failed: {err}"))),
+            });
+        })
+    }
+
+    fn refuse(self: Box<Self>, err: &StoreError) {
+        let _ = self.reply.send(Err(StoreError::Backend(format!("cannot begin a transaction: {err}"))));
+    }
+}
+
+/// Most jobs committed together; bounds how long the first caller of a batch waits.
+const MAX_JOBS_PER_COMMIT: usize = 512;
 
 impl EmbeddedStore {
     /// Opens (creating if needed) the store in `dir/webhooks.db`.
@@ -64,31 +118,294 @@ impl EmbeddedStore {
 
     fn init(connection: Connection) -> Result<Self, StoreError> {
         connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;
+                 PRAGMA temp_store = MEMORY;",
+            )
             .map_err(StoreError::backend)?;
         connection.execute_batch(SCHEMA).map_err(StoreError::backend)?;
-        Ok(Self { connection: Arc::new(Mutex::new(connection)) })
+        migrate(&connection)?;
+        let (jobs, queued) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("webhooks-store".into())
+            .spawn(move || run_jobs(&connection, &queued))
+            .map_err(|e| StoreError::Backend(format!("cannot start the store thread: {e}")))?;
+        Ok(Self { jobs })
     }
 
-    /// Rows whose first column is a record's JSON, decoded after the lock is released so that
-    /// concurrent deliveries wait on SQLite only, not on each other's JSON.
-    fn read_records<T: serde::de::DeserializeOwned>(
+    /// Runs `work` on the store thread inside the next commit. For work that is one statement
+    /// (atomic by itself), or whose partial effect is harmless.
+    async fn run<T: Send + 'static>(
         &self,
-        sql: &str,
-        args: impl rusqlite::Params,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.submit(work, false).await
+    }
+
+    /// Runs `work` on the store thread inside the next commit, atomically: if it fails, none
+    /// of its writes are kept.
+    async fn run_atomically<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.submit(work, true).await
+    }
+
+    async fn submit<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        atomic: bool,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Box::new(Pending { work, atomic, reply }))
+            .map_err(|_| StoreError::Backend("the store thread has stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Backend("the store thread has stopped".into()))?
+    }
+
+    /// Rows whose first column is a record's JSON, decoded on the caller's thread so the store
+    /// thread spends its time on SQLite only.
+    async fn read_records<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &'static str,
+        args: Vec<Value>,
     ) -> Result<Vec<T>, StoreError> {
-        let raw: Vec<String> = {
-            let connection = self.lock()?;
-            let mut statement = connection.prepare_cached(sql).map_err(db)?;
-            let rows = statement.query_map(args, |row| row.get::<_, String>(0)).map_err(db)?;
-            rows.collect::<Result<_, _>>().map_err(db)?
-        };
+        let raw: Vec<String> = self
+            .run(move |connection| {
+                let mut statement = connection.prepare_cached(sql).map_err(db)?;
+                let rows = statement.query_map(params_from_iter(args), |row| row.get::<_, String>(0)).map_err(db)?;
+                rows.collect::<Result<_, _>>().map_err(db)
+            })
+            .await?;
         raw.iter().map(|text| from_json(text)).collect()
     }
+}
 
-    fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.connection.lock().map_err(|_| StoreError::Backend("store lock poisoned".into()))
+impl EmbeddedStore {
+    /// Log entries from a query whose columns are a record and its event's payload (or NULL).
+    async fn read_deliveries(&self, sql: &'static str, args: Vec<Value>) -> Result<Vec<DeliveryLog>, StoreError> {
+        let raw: Vec<(String, Option<String>)> = self
+            .run(move |connection| {
+                let mut statement = connection.prepare_cached(sql).map_err(db)?;
+                let rows =
+                    statement.query_map(params_from_iter(args), |row| Ok((row.get(0)?, row.get(1)?))).map_err(db)?;
+                rows.collect::<Result<_, _>>().map_err(db)
+            })
+            .await?;
+        raw.iter()
+            .map(|(record, payload)| {
+                let mut entry: DeliveryLog = from_json(record)?;
+                let payload = payload.as_deref().ok_or_else(|| {
+                    StoreError::Backend(format!(
+                        "log entry {}/{} has no event payload",
+                        entry.webhook_id, entry.event_id
+                    ))
+                })?;
+                entry.envelope.event = from_json(payload)?;
+                Ok(entry)
+            })
+            .collect()
     }
+}
+
+/// A log entry as stored: everything but the event payload, which `events` holds. The
+/// destructuring in [`StoredDelivery::of`] names every field, so a field added to
+/// `DeliveryLog` does not compile until it is stored here too.
+#[derive(Serialize)]
+struct StoredDelivery<'a> {
+    webhook_id: &'a WebhookId,
+    event_id: &'a Uuid,
+    event_type: &'a EventType,
+    state: &'a DeliveryState,
+    try_count: u32,
+    created_at: &'a DateTime<Utc>,
+    updated_at: &'a DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_attempt_at: &'a Option<DateTime<Utc>>,
+    attempts: &'a [Attempt],
+    envelope: StoredEnvelope<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_until: &'a Option<DateTime<Utc>>,
+    retry_scheduled: bool,
+    expires_at: i64,
+    version: u64,
+}
+
+#[derive(Serialize)]
+struct StoredEnvelope<'a> {
+    event_id: &'a Uuid,
+    event_type: &'a EventType,
+    /// Always null here: read back from `events`.
+    event: (),
+    instance_id: &'a Uuid,
+    instance_name: &'a str,
+    created_at: &'a DateTime<Utc>,
+}
+
+impl<'a> StoredDelivery<'a> {
+    fn of(entry: &'a DeliveryLog) -> Self {
+        let DeliveryLog {
+            webhook_id,
+            event_id,
+            event_type,
+            state,
+            try_count,
+            created_at,
+            updated_at,
+            next_attempt_at,
+            attempts,
+            envelope,
+            lease_until,
+            retry_scheduled,
+            expires_at,
+            version,
+        } = entry;
+        let EventEnvelope {
+            event_id: envelope_event_id,
+            event_type: envelope_type,
+            event: _,
+            instance_id,
+            instance_name,
+            created_at: envelope_created_at,
+        } = envelope;
+        Self {
+            webhook_id,
+            event_id,
+            event_type,
+            state,
+            try_count: *try_count,
+            created_at,
+            updated_at,
+            next_attempt_at,
+            attempts,
+            envelope: StoredEnvelope {
+                event_id: envelope_event_id,
+                event_type: envelope_type,
+                event: (),
+                instance_id,
+                instance_name,
+                created_at: envelope_created_at,
+            },
+            lease_until,
+            retry_scheduled: *retry_scheduled,
+            expires_at: *expires_at,
+            version: *version,
+        }
+    }
+
+    fn json(entry: &DeliveryLog) -> Result<String, StoreError> {
+        to_json(&StoredDelivery::of(entry))
+    }
+}
+
+/// Schema changes since the first release, by `PRAGMA user_version`.
+fn migrate(connection: &Connection) -> Result<(), StoreError> {
+    let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(db)?;
+    if version < 1 {
+        // Version 1 moves event payloads out of log entries into `events`. An entry whose
+        // payload differs from its event's stored one (a producer reused an event id) keeps
+        // its own in `deliveries.payload`.
+        connection
+            .execute_batch(
+                "BEGIN IMMEDIATE;
+                 CREATE TABLE events (
+                     event_id TEXT PRIMARY KEY,
+                     expires_at INTEGER NOT NULL,
+                     payload TEXT NOT NULL
+                 );
+                 ALTER TABLE deliveries ADD COLUMN payload TEXT;
+                 INSERT INTO events (event_id, expires_at, payload)
+                     SELECT event_id, MAX(expires_at), MIN(record -> '$.envelope.event') FROM deliveries
+                     WHERE record -> '$.envelope.event' != 'null' GROUP BY event_id;
+                 UPDATE deliveries SET payload = record -> '$.envelope.event'
+                     WHERE record -> '$.envelope.event' != 'null'
+                     AND record -> '$.envelope.event' != (SELECT e.payload FROM events e WHERE e.event_id = deliveries.event_id);
+                 UPDATE deliveries SET record = json_set(record, '$.envelope.event', json('null'))
+                     WHERE record -> '$.envelope.event' != 'null';
+                 PRAGMA user_version = 1;
+                 COMMIT;",
+            )
+            .map_err(|err| StoreError::Backend(format!("cannot upgrade the store to version 1: {err}")))?;
+    }
+    Ok(())
+}
+
+/// The store thread: takes the jobs that are waiting, runs them in one transaction, commits,
+/// answers. Ends when every handle to the store is gone.
+fn run_jobs(connection: &Connection, queued: &mpsc::Receiver<Box<dyn Job>>) {
+    while let Ok(first) = queued.recv() {
+        let mut batch = std::iter::once(first).chain(queued.try_iter().take(MAX_JOBS_PER_COMMIT - 1));
+        let mut answers: Vec<Answer> = Vec::new();
+        if let Err(err) = begin(connection) {
+            batch.for_each(|job| job.refuse(&err));
+            continue;
+        }
+        while let Some(job) = batch.next() {
+            answers.push(job.run(connection));
+            if connection.is_autocommit() {
+                // SQLite rolled the whole transaction back (I/O error, disk full): nothing
+                // written in it stands, so each job so far fails, and the rest get a new one.
+                let lost = StoreError::Backend("the transaction was rolled back".into());
+                answers.drain(..).for_each(|answer| answer(Err(&lost)));
+                if let Err(err) = begin(connection) {
+                    batch.by_ref().for_each(|job| job.refuse(&err));
+                }
+            }
+        }
+        if connection.is_autocommit() {
+            continue;
+        }
+        let committed = control(connection, "COMMIT");
+        if let Err(err) = &committed {
+            tracing::error!(error = %err, jobs = answers.len(), "store: commit failed");
+            let _ = connection.execute_batch("ROLLBACK");
+        }
+        for answer in answers {
+            answer(committed.as_ref().map(|_| ()));
+        }
+    }
+}
+
+fn begin(connection: &Connection) -> Result<(), StoreError> {
+    if !connection.is_autocommit() {
+        // Left open by a failed COMMIT and ROLLBACK: start clean rather than fail forever.
+        let _ = connection.execute_batch("ROLLBACK");
+    }
+    control(connection, "BEGIN IMMEDIATE").inspect_err(|err| tracing::error!(error = %err, "store: cannot begin"))
+}
+
+/// Runs one job so that a panic fails this job alone instead of stopping the store thread.
+fn contained<T>(
+    connection: &Connection,
+    work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(connection)))
+        .unwrap_or_else(|_| Err(StoreError::Backend("a store operation panicked".into())))
+}
+
+/// Runs one job inside a savepoint, so its writes are kept only if it succeeds.
+fn atomically<T>(
+    connection: &Connection,
+    work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    control(connection, "SAVEPOINT job")?;
+    let result = contained(connection, work);
+    if result.is_err()
+        && let Err(err) = control(connection, "ROLLBACK TO job")
+    {
+        // The job's writes cannot be undone alone: undo the whole transaction (the caller
+        // sees it gone and fails every job in it).
+        tracing::error!(error = %err, "store: cannot roll back a failed operation");
+        let _ = connection.execute_batch("ROLLBACK");
+        return result;
+    }
+    control(connection, "RELEASE job")?;
+    result
+}
+
+/// A transaction control statement, prepared once: they run several times per commit.
+fn control(connection: &Connection, sql: &str) -> Result<(), StoreError> {
+    connection.prepare_cached(sql).map_err(db)?.execute([]).map_err(db).map(|_| ())
 }
 
 fn db(err: rusqlite::Error) -> StoreError {
@@ -103,8 +420,13 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError
     serde_json::from_str(text).map_err(StoreError::backend)
 }
 
+/// RFC 3339 UTC with exactly nine fractional digits, so string order is time order.
+fn sortable_time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
 fn created_key(entry: &DeliveryLog) -> String {
-    format!("{}#{}", entry.created_at.format("%Y-%m-%dT%H:%M:%S%.9fZ"), entry.event_id)
+    format!("{}#{}", sortable_time(entry.created_at), entry.event_id)
 }
 
 fn page<T>(mut items: Vec<T>, limit: usize, position: impl Fn(&T) -> String) -> Result<Page<T>, StoreError> {
@@ -118,80 +440,89 @@ fn page<T>(mut items: Vec<T>, limit: usize, position: impl Fn(&T) -> String) -> 
     Ok(Page { items, next })
 }
 
-fn insert_subscriptions(tx: &rusqlite::Transaction<'_>, webhook: &Webhook) -> Result<(), StoreError> {
+fn insert_subscriptions(connection: &Connection, webhook: &Webhook) -> Result<(), StoreError> {
     let id = webhook.webhook_id.to_string();
-    for event_type in &webhook.event_types {
-        tx.execute(
-            "INSERT OR IGNORE INTO subscriptions (event_type, webhook_id) VALUES (?1, ?2)",
-            params![event_type.as_str(), id],
-        )
+    let mut insert = connection
+        .prepare_cached("INSERT OR IGNORE INTO subscriptions (event_type, webhook_id) VALUES (?1, ?2)")
         .map_err(db)?;
+    for event_type in &webhook.event_types {
+        insert.execute(params![event_type.as_str(), id]).map_err(db)?;
     }
     Ok(())
+}
+
+fn text(value: impl ToString) -> Value {
+    Value::Text(value.to_string())
 }
 
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn create_webhook(&self, webhook: &Webhook) -> Result<(), StoreError> {
         let record = to_json(webhook)?;
-        let mut connection = self.lock()?;
-        let tx = connection.transaction().map_err(db)?;
-        let id = webhook.webhook_id.to_string();
-        let inserted = tx
-            .execute(
-                "INSERT OR IGNORE INTO webhooks (webhook_id, version, record) VALUES (?1, ?2, ?3)",
-                params![id, webhook.version as i64, record],
-            )
-            .map_err(db)?;
-        if inserted == 0 {
-            return Err(StoreError::Conflict);
-        }
-        insert_subscriptions(&tx, webhook)?;
-        tx.commit().map_err(db)
+        let webhook = webhook.clone();
+        self.run_atomically(move |connection| {
+            let id = webhook.webhook_id.to_string();
+            let inserted = connection
+                .prepare_cached("INSERT OR IGNORE INTO webhooks (webhook_id, version, record) VALUES (?1, ?2, ?3)")
+                .map_err(db)?
+                .execute(params![id, webhook.version as i64, record])
+                .map_err(db)?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict);
+            }
+            insert_subscriptions(connection, &webhook)
+        })
+        .await
     }
 
     async fn get_webhook(&self, id: WebhookId) -> Result<Option<Webhook>, StoreError> {
         let mut found =
-            self.read_records::<Webhook>("SELECT record FROM webhooks WHERE webhook_id = ?1", params![id.to_string()])?;
+            self.read_records::<Webhook>("SELECT record FROM webhooks WHERE webhook_id = ?1", vec![text(id)]).await?;
         Ok(found.pop())
     }
 
     async fn update_webhook(&self, webhook: &Webhook) -> Result<(), StoreError> {
         let record = to_json(webhook)?;
-        let mut connection = self.lock()?;
-        let tx = connection.transaction().map_err(db)?;
-        let id = webhook.webhook_id.to_string();
-        let stored: Option<i64> = tx
-            .query_row("SELECT version FROM webhooks WHERE webhook_id = ?1", params![id], |row| row.get(0))
-            .optional()
-            .map_err(db)?;
-        match stored {
-            None => return Err(StoreError::NotFound),
-            Some(version) if version + 1 != webhook.version as i64 => {
-                return Err(StoreError::Conflict);
+        let webhook = webhook.clone();
+        self.run_atomically(move |connection| {
+            let id = webhook.webhook_id.to_string();
+            let stored: Option<i64> = connection
+                .prepare_cached("SELECT version FROM webhooks WHERE webhook_id = ?1")
+                .map_err(db)?
+                .query_row(params![id], |row| row.get(0))
+                .optional()
+                .map_err(db)?;
+            match stored {
+                None => return Err(StoreError::NotFound),
+                Some(version) if version + 1 != webhook.version as i64 => return Err(StoreError::Conflict),
+                Some(_) => {}
             }
-            Some(_) => {}
-        }
-        tx.execute(
-            "UPDATE webhooks SET version = ?2, record = ?3 WHERE webhook_id = ?1",
-            params![id, webhook.version as i64, record],
-        )
-        .map_err(db)?;
-        tx.execute("DELETE FROM subscriptions WHERE webhook_id = ?1", params![id]).map_err(db)?;
-        insert_subscriptions(&tx, webhook)?;
-        tx.commit().map_err(db)
+            connection
+                .prepare_cached("UPDATE webhooks SET version = ?2, record = ?3 WHERE webhook_id = ?1")
+                .map_err(db)?
+                .execute(params![id, webhook.version as i64, record])
+                .map_err(db)?;
+            connection
+                .prepare_cached("DELETE FROM subscriptions WHERE webhook_id = ?1")
+                .map_err(db)?
+                .execute(params![id])
+                .map_err(db)?;
+            insert_subscriptions(connection, &webhook)
+        })
+        .await
     }
 
     async fn delete_webhook(&self, id: WebhookId) -> Result<(), StoreError> {
-        let mut connection = self.lock()?;
-        let tx = connection.transaction().map_err(db)?;
-        let id = id.to_string();
-        let deleted = tx.execute("DELETE FROM webhooks WHERE webhook_id = ?1", params![id]).map_err(db)?;
-        if deleted == 0 {
-            return Err(StoreError::NotFound);
-        }
-        tx.execute("DELETE FROM subscriptions WHERE webhook_id = ?1", params![id]).map_err(db)?;
-        tx.commit().map_err(db)
+        self.run_atomically(move |connection| {
+            let id = id.to_string();
+            let deleted = connection.execute("DELETE FROM webhooks WHERE webhook_id = ?1", params![id]).map_err(db)?;
+            if deleted == 0 {
+                return Err(StoreError::NotFound);
+            }
+            connection.execute("DELETE FROM subscriptions WHERE webhook_id = ?1", params![id]).map_err(db)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn list_webhooks(
@@ -203,17 +534,23 @@ impl Store for EmbeddedStore {
             Some(cursor) => cursor.decode()?,
             None => String::new(),
         };
-        let fetch = request.limit as i64 + 1;
+        let fetch = Value::Integer(request.limit as i64 + 1);
         let items = match event_type {
-            None => self.read_records::<Webhook>(
-                "SELECT record FROM webhooks WHERE webhook_id > ?1 ORDER BY webhook_id LIMIT ?2",
-                params![after, fetch],
-            )?,
-            Some(event_type) => self.read_records::<Webhook>(
-                "SELECT w.record FROM subscriptions s JOIN webhooks w ON w.webhook_id = s.webhook_id
-                 WHERE s.event_type = ?1 AND s.webhook_id > ?2 ORDER BY s.webhook_id LIMIT ?3",
-                params![event_type.as_str(), after, fetch],
-            )?,
+            None => {
+                self.read_records::<Webhook>(
+                    "SELECT record FROM webhooks WHERE webhook_id > ?1 ORDER BY webhook_id LIMIT ?2",
+                    vec![text(after), fetch],
+                )
+                .await?
+            }
+            Some(event_type) => {
+                self.read_records::<Webhook>(
+                    "SELECT w.record FROM subscriptions s JOIN webhooks w ON w.webhook_id = s.webhook_id
+                     WHERE s.event_type = ?1 AND s.webhook_id > ?2 ORDER BY s.webhook_id LIMIT ?3",
+                    vec![text(event_type.as_str()), text(after), fetch],
+                )
+                .await?
+            }
         };
         page(items, request.limit, |w| w.webhook_id.to_string())
     }
@@ -221,59 +558,122 @@ impl Store for EmbeddedStore {
     async fn subscribers(&self, event_type: EventType) -> Result<Vec<Webhook>, StoreError> {
         self.read_records::<Webhook>(
             "SELECT w.record FROM subscriptions s JOIN webhooks w ON w.webhook_id = s.webhook_id WHERE s.event_type = ?1",
-            params![event_type.as_str()],
+            vec![text(event_type.as_str())],
         )
+        .await
     }
 
     async fn insert_delivery(&self, entry: &DeliveryLog) -> Result<bool, StoreError> {
-        let record = to_json(entry)?;
-        let connection = self.lock()?;
-        let inserted = connection
-            .prepare_cached("INSERT OR IGNORE INTO deliveries (webhook_id, event_id, created_key, state, version, expires_at, record)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
-            .map_err(db)?
-            .execute(
-                params![
-                    entry.webhook_id.to_string(),
-                    entry.event_id.to_string(),
-                    created_key(entry),
-                    entry.state.as_str(),
-                    entry.version as i64,
-                    entry.expires_at,
-                    record
-                ],
-            )
-            .map_err(db)?;
-        Ok(inserted == 1)
+        let mut inserted = self.insert_deliveries(std::slice::from_ref(entry)).await?;
+        inserted.pop().ok_or_else(|| StoreError::Backend("no insert result".into()))
+    }
+
+    async fn insert_deliveries(&self, entries: &[DeliveryLog]) -> Result<Vec<bool>, StoreError> {
+        // An event's payload is encoded once, however many of its entries come together.
+        let mut events: Vec<(Uuid, i64, String)> = Vec::new();
+        let mut rows = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let payload = match events.iter_mut().find(|(event_id, ..)| *event_id == entry.event_id) {
+                Some((_, expires_at, payload)) => {
+                    *expires_at = (*expires_at).max(entry.expires_at);
+                    payload.clone()
+                }
+                None => {
+                    let payload = to_json(&entry.envelope.event)?;
+                    events.push((entry.event_id, entry.expires_at, payload.clone()));
+                    payload
+                }
+            };
+            let row = [
+                text(entry.webhook_id),
+                text(entry.event_id),
+                Value::Text(created_key(entry)),
+                text(entry.state.as_str()),
+                Value::Integer(entry.version as i64),
+                Value::Integer(entry.expires_at),
+                Value::Text(StoredDelivery::json(entry)?),
+            ];
+            rows.push((row, entry.event_id, payload));
+        }
+        self.run(move |connection| {
+            // The payload row outlives every entry of its event, so purging never strands one.
+            let mut upsert = connection
+                .prepare_cached(
+                    "INSERT INTO events (event_id, expires_at, payload) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (event_id) DO UPDATE SET expires_at = excluded.expires_at
+                     WHERE excluded.expires_at > events.expires_at",
+                )
+                .map_err(db)?;
+            let mut stored = connection.prepare_cached("SELECT payload FROM events WHERE event_id = ?1").map_err(db)?;
+            // Events whose stored payload is another one: a producer reused the id. Their
+            // entries keep their own payload.
+            let mut differing: Vec<Uuid> = Vec::new();
+            for (event_id, expires_at, payload) in &events {
+                let id = event_id.to_string();
+                upsert.execute(params![id, expires_at, payload]).map_err(db)?;
+                let kept: String = stored.query_row(params![id], |row| row.get(0)).map_err(db)?;
+                if kept != *payload {
+                    differing.push(*event_id);
+                }
+            }
+            let mut insert = connection
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO deliveries
+                         (webhook_id, event_id, created_key, state, version, expires_at, record, payload)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(db)?;
+            rows.into_iter()
+                .map(|(row, event_id, payload)| {
+                    let own_payload = if differing.contains(&event_id) { Value::Text(payload) } else { Value::Null };
+                    let values = row.into_iter().chain([own_payload]);
+                    insert.execute(params_from_iter(values)).map(|n| n == 1).map_err(db)
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn get_delivery(&self, webhook_id: WebhookId, event_id: Uuid) -> Result<Option<DeliveryLog>, StoreError> {
-        let mut found = self.read_records::<DeliveryLog>(
-            "SELECT record FROM deliveries WHERE webhook_id = ?1 AND event_id = ?2",
-            params![webhook_id.to_string(), event_id.to_string()],
-        )?;
+        let mut found = self
+            .read_deliveries(
+                "SELECT d.record, COALESCE(d.payload, e.payload) FROM deliveries d LEFT JOIN events e ON e.event_id = d.event_id
+                 WHERE d.webhook_id = ?1 AND d.event_id = ?2",
+                vec![text(webhook_id), text(event_id)],
+            )
+            .await?;
         Ok(found.pop())
     }
 
     async fn update_delivery(&self, entry: &DeliveryLog) -> Result<(), StoreError> {
-        let record = to_json(entry)?;
-        let connection = self.lock()?;
-        let updated = connection
-            .prepare_cached(
-                "UPDATE deliveries SET state = ?3, version = ?4, expires_at = ?5, record = ?6
-                 WHERE webhook_id = ?1 AND event_id = ?2 AND version = ?7",
-            )
-            .map_err(db)?
-            .execute(params![
-                entry.webhook_id.to_string(),
-                entry.event_id.to_string(),
-                entry.state.as_str(),
-                entry.version as i64,
-                entry.expires_at,
-                record,
-                entry.version as i64 - 1
-            ])
-            .map_err(db)?;
+        let values = [
+            text(entry.webhook_id),
+            text(entry.event_id),
+            text(entry.state.as_str()),
+            Value::Integer(entry.version as i64),
+            Value::Integer(entry.expires_at),
+            Value::Text(StoredDelivery::json(entry)?),
+            Value::Integer(entry.version as i64 - 1),
+        ];
+        let updated = self
+            .run(move |connection| {
+                let updated = connection
+                    .prepare_cached(
+                        "UPDATE deliveries SET state = ?3, version = ?4, expires_at = ?5, record = ?6
+                         WHERE webhook_id = ?1 AND event_id = ?2 AND version = ?7",
+                    )
+                    .map_err(db)?
+                    .execute(params_from_iter(values.iter()))
+                    .map_err(db)?;
+                // Keeps the payload at least as long as the entry, should its expiry move.
+                connection
+                    .prepare_cached("UPDATE events SET expires_at = ?2 WHERE event_id = ?1 AND expires_at < ?2")
+                    .map_err(db)?
+                    .execute(params![&values[1], &values[4]])
+                    .map_err(db)?;
+                Ok(updated)
+            })
+            .await?;
         if updated == 1 { Ok(()) } else { Err(StoreError::Conflict) }
     }
 
@@ -288,17 +688,25 @@ impl Store for EmbeddedStore {
             Some(cursor) => cursor.decode()?,
             None => "\u{10FFFF}".to_owned(),
         };
-        let fetch = request.limit as i64 + 1;
+        let fetch = Value::Integer(request.limit as i64 + 1);
         let items = match state {
-            None => self.read_records::<DeliveryLog>(
-                "SELECT record FROM deliveries WHERE webhook_id = ?1 AND created_key < ?2 ORDER BY created_key DESC LIMIT ?3",
-                params![webhook_id.to_string(), before, fetch],
-            )?,
-            Some(state) => self.read_records::<DeliveryLog>(
-                "SELECT record FROM deliveries WHERE webhook_id = ?1 AND created_key < ?2 AND state = ?3
-                 ORDER BY created_key DESC LIMIT ?4",
-                params![webhook_id.to_string(), before, state.as_str(), fetch],
-            )?,
+            None => {
+                self.read_deliveries(
+                    "SELECT d.record, COALESCE(d.payload, e.payload) FROM deliveries d LEFT JOIN events e ON e.event_id = d.event_id
+                     WHERE d.webhook_id = ?1 AND d.created_key < ?2 ORDER BY d.created_key DESC LIMIT ?3",
+                    vec![text(webhook_id), text(before), fetch],
+                )
+                .await?
+            }
+            Some(state) => {
+                self.read_deliveries(
+                    "SELECT d.record, COALESCE(d.payload, e.payload) FROM deliveries d LEFT JOIN events e ON e.event_id = d.event_id
+                     WHERE d.webhook_id = ?1 AND d.created_key < ?2 AND d.state = ?3
+                     ORDER BY d.created_key DESC LIMIT ?4",
+                    vec![text(webhook_id), text(before), text(state.as_str()), fetch],
+                )
+                .await?
+            }
         };
         page(items, request.limit, created_key)
     }
@@ -309,65 +717,155 @@ impl Store for EmbeddedStore {
         state: DeliveryState,
         since: DateTime<Utc>,
     ) -> Result<Vec<DeliveryLog>, StoreError> {
-        let from = since.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string();
-        self.read_records::<DeliveryLog>(
-            "SELECT record FROM deliveries WHERE webhook_id = ?1 AND created_key >= ?2 AND state = ?3 ORDER BY created_key",
-            params![webhook_id.to_string(), from, state.as_str()],
+        let from = sortable_time(since);
+        self.read_deliveries(
+            "SELECT d.record, COALESCE(d.payload, e.payload) FROM deliveries d LEFT JOIN events e ON e.event_id = d.event_id
+             WHERE d.webhook_id = ?1 AND d.created_key >= ?2 AND d.state = ?3 ORDER BY d.created_key",
+            vec![text(webhook_id), text(from), text(state.as_str())],
         )
+        .await
     }
 
     async fn put_task(&self, task: &PendingTask) -> Result<(), StoreError> {
-        let connection = self.lock()?;
-        connection
-            .prepare_cached("INSERT OR REPLACE INTO tasks (task_id, due_ms, body) VALUES (?1, ?2, ?3)")
-            .map_err(db)?
-            .execute(params![task.task_id.to_string(), task.due_at.timestamp_millis(), task.body])
-            .map_err(db)?;
-        Ok(())
+        let values =
+            [text(task.task_id), Value::Integer(task.due_at.timestamp_millis()), Value::Text(task.body.clone())];
+        self.run(move |connection| {
+            connection
+                .prepare_cached("INSERT OR REPLACE INTO tasks (task_id, due_ms, body) VALUES (?1, ?2, ?3)")
+                .map_err(db)?
+                .execute(params_from_iter(values))
+                .map_err(db)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn due_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<PendingTask>, StoreError> {
-        let connection = self.lock()?;
-        let mut statement = connection
-            .prepare_cached(
-                "SELECT task_id, due_ms, body FROM tasks WHERE due_ms <= ?1 ORDER BY due_ms, task_id LIMIT ?2",
-            )
-            .map_err(db)?;
-        let rows = statement
-            .query_map(params![now.timestamp_millis(), limit as i64], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?))
+        let rows: Vec<(String, i64, String)> = self
+            .run(move |connection| {
+                let mut statement = connection
+                    .prepare_cached(
+                        "SELECT task_id, due_ms, body FROM tasks WHERE due_ms <= ?1 ORDER BY due_ms, task_id LIMIT ?2",
+                    )
+                    .map_err(db)?;
+                let rows = statement
+                    .query_map(params![now.timestamp_millis(), limit as i64], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })
+                    .map_err(db)?;
+                rows.collect::<Result<_, _>>().map_err(db)
             })
-            .map_err(db)?;
-        rows.map(|row| {
-            let (task_id, due_ms, body) = row.map_err(db)?;
-            Ok(PendingTask {
-                task_id: Uuid::parse_str(&task_id).map_err(StoreError::backend)?,
-                due_at: DateTime::from_timestamp_millis(due_ms)
-                    .ok_or_else(|| StoreError::Backend("bad due time".into()))?,
-                body,
+            .await?;
+        rows.into_iter()
+            .map(|(task_id, due_ms, body)| {
+                Ok(PendingTask {
+                    task_id: Uuid::parse_str(&task_id).map_err(StoreError::backend)?,
+                    due_at: DateTime::from_timestamp_millis(due_ms)
+                        .ok_or_else(|| StoreError::Backend("bad due time".into()))?,
+                    body,
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 
     async fn next_task_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let connection = self.lock()?;
-        let due: Option<i64> =
-            connection.query_row("SELECT MIN(due_ms) FROM tasks", [], |row| row.get(0)).map_err(db)?;
+        let due: Option<i64> = self
+            .run(|connection| connection.query_row("SELECT MIN(due_ms) FROM tasks", [], |row| row.get(0)).map_err(db))
+            .await?;
         Ok(due.and_then(DateTime::from_timestamp_millis))
     }
 
     async fn delete_task(&self, task_id: Uuid) -> Result<(), StoreError> {
-        let connection = self.lock()?;
-        connection
-            .prepare_cached("DELETE FROM tasks WHERE task_id = ?1")
-            .map_err(db)?
-            .execute(params![task_id.to_string()])
-            .map_err(db)?;
-        Ok(())
+        self.run(move |connection| {
+            connection
+                .prepare_cached("DELETE FROM tasks WHERE task_id = ?1")
+                .map_err(db)?
+                .execute(params![task_id.to_string()])
+                .map_err(db)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn purge_expired(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.lock()?.execute("DELETE FROM deliveries WHERE expires_at < ?1", params![now.timestamp()]).map_err(db)
+        self.run(move |connection| {
+            let purged = connection
+                .execute("DELETE FROM deliveries WHERE expires_at < ?1", params![now.timestamp()])
+                .map_err(db)?;
+            connection.execute("DELETE FROM events WHERE expires_at < ?1", params![now.timestamp()]).map_err(db)?;
+            Ok(purged)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add_task(connection: &Connection, id: &str) -> Result<usize, StoreError> {
+        connection.execute("INSERT INTO tasks (task_id, due_ms, body) VALUES (?1, 1, '{}')", params![id]).map_err(db)
+    }
+
+    #[test]
+    fn sortable_times_have_nine_fractional_digits_so_string_order_is_time_order() {
+        let at = |text: &str| DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc);
+
+        assert_eq!(sortable_time(at("2026-11-28T17:25:37Z")), "2026-11-28T17:25:37.000000000Z");
+        assert_eq!(sortable_time(at("2026-11-28T17:25:37.1735+00:00")), "2026-11-28T17:25:37.173500000Z");
+        assert!(sortable_time(at("2026-11-28T17:25:37.9Z")) < sortable_time(at("2026-11-28T17:25:38Z")));
+    }
+
+    async fn task_ids(store: &EmbeddedStore) -> Vec<String> {
+        store
+            .run(|connection| {
+                let mut statement = connection.prepare("SELECT task_id FROM tasks ORDER BY task_id").map_err(db)?;
+                let rows = statement.query_map([], |row| row.get(0)).map_err(db)?;
+                rows.collect::<Result<Vec<String>, _>>().map_err(db)
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failed_atomic_operation_keeps_none_of_its_writes_while_the_rest_of_its_commit_lands() {
+        let store = EmbeddedStore::in_memory().unwrap();
+
+        // Holds the store thread, so the next two queue up and share one commit.
+        let blocker = store.run(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            Ok(())
+        });
+        let failing = store.run_atomically(|connection| {
+            add_task(connection, "written-then-failed")?;
+            Err::<(), _>(StoreError::Conflict)
+        });
+        let succeeding = store.run(|connection| add_task(connection, "kept"));
+        let (blocked, failed, succeeded) = tokio::join!(blocker, failing, succeeding);
+        blocked.unwrap();
+
+        assert!(matches!(failed, Err(StoreError::Conflict)), "{failed:?}");
+        assert_eq!(succeeded.unwrap(), 1);
+        assert_eq!(task_ids(&store).await, vec!["kept".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_operation_fails_alone_and_the_store_keeps_working() {
+        let store = EmbeddedStore::in_memory().unwrap();
+
+        let panicked = store
+            .run_atomically(|connection| {
+                add_task(connection, "before-the-panic")?;
+                if connection.is_autocommit() {
+                    return Ok(());
+                }
+                panic!("a bug in one operation");
+            })
+            .await;
+        let after = store.run(|connection| add_task(connection, "after")).await;
+
+        assert!(matches!(panicked, Err(StoreError::Backend(_))), "{panicked:?}");
+        assert_eq!(after.unwrap(), 1);
+        assert_eq!(task_ids(&store).await, vec!["after".to_owned()]);
     }
 }

@@ -3,8 +3,8 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 
 use super::conformance::{self, delivery, webhook};
-use super::{EmbeddedStore, Store};
-use crate::domain::WebhookId;
+use super::{EmbeddedStore, PageRequest, Store};
+use crate::domain::{DeliveryState, WebhookId};
 use crate::events::EventType;
 
 #[tokio::test]
@@ -43,4 +43,134 @@ async fn expired_log_entries_are_purged() {
     assert_eq!(purged, 1);
     assert!(store.get_delivery(old.webhook_id, old.event_id).await.expect("get").is_none());
     assert!(store.get_delivery(fresh.webhook_id, fresh.event_id).await.expect("get").is_some());
+}
+
+#[tokio::test]
+async fn an_event_payload_is_stored_once_however_many_webhooks_it_goes_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let mut first = delivery(WebhookId::new(), Utc::now());
+    first.envelope.event = serde_json::json!({"marker": "PAYLOAD-MARKER"});
+    for webhook_id in [first.webhook_id, WebhookId::new(), WebhookId::new()] {
+        let mut entry = first.clone();
+        entry.webhook_id = webhook_id;
+        assert!(store.insert_delivery(&entry).await.expect("insert"));
+    }
+
+    let raw = rusqlite::Connection::open(dir.path().join("webhooks.db")).expect("raw connection");
+    let payload_rows: i64 = raw
+        .query_row("SELECT count(*) FROM events WHERE payload LIKE '%PAYLOAD-MARKER%'", [], |row| row.get(0))
+        .unwrap();
+    let entries_with_payload: i64 = raw
+        .query_row("SELECT count(*) FROM deliveries WHERE record LIKE '%PAYLOAD-MARKER%'", [], |row| row.get(0))
+        .unwrap();
+
+    assert_eq!(payload_rows, 1);
+    assert_eq!(entries_with_payload, 0);
+    assert_eq!(store.get_delivery(first.webhook_id, first.event_id).await.expect("get"), Some(first));
+}
+
+#[tokio::test]
+async fn a_store_from_before_payloads_moved_out_of_log_entries_is_upgraded_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let entry = delivery(WebhookId::new(), Utc::now());
+    let mut same_event = entry.clone();
+    same_event.webhook_id = WebhookId::new();
+    let mut reused_id = entry.clone();
+    reused_id.webhook_id = WebhookId::new();
+    reused_id.envelope.event = serde_json::json!({"a": "different event under the same id"});
+    {
+        // Log entries as version 0 stored them: the payload inline, no `events` table.
+        let old = rusqlite::Connection::open(dir.path().join("webhooks.db")).expect("raw connection");
+        old.execute_batch(
+            "CREATE TABLE deliveries (webhook_id TEXT NOT NULL, event_id TEXT NOT NULL, created_key TEXT NOT NULL,
+                 state TEXT NOT NULL, version INTEGER NOT NULL, expires_at INTEGER NOT NULL, record TEXT NOT NULL,
+                 PRIMARY KEY (webhook_id, event_id));",
+        )
+        .expect("old schema");
+        for old_entry in [&entry, &same_event, &reused_id] {
+            old.execute(
+                "INSERT INTO deliveries (webhook_id, event_id, created_key, state, version, expires_at, record)
+                 VALUES (?1, ?2, ?3, 'queued', 0, ?4, ?5)",
+                rusqlite::params![
+                    old_entry.webhook_id.to_string(),
+                    old_entry.event_id.to_string(),
+                    format!("{}#{}", old_entry.created_at.format("%Y-%m-%dT%H:%M:%S%.9fZ"), old_entry.event_id),
+                    old_entry.expires_at,
+                    serde_json::to_string(old_entry).unwrap()
+                ],
+            )
+            .expect("old-style row");
+        }
+    }
+
+    let store = EmbeddedStore::open(dir.path()).expect("open upgrades");
+    let mut updated = entry.clone();
+    updated.version = 1;
+    updated.state = DeliveryState::Failed;
+    store.update_delivery(&updated).await.expect("update");
+
+    assert_eq!(store.get_delivery(entry.webhook_id, entry.event_id).await.expect("get"), Some(updated.clone()));
+    assert_eq!(store.get_delivery(same_event.webhook_id, entry.event_id).await.expect("get"), Some(same_event));
+    assert_eq!(store.get_delivery(reused_id.webhook_id, entry.event_id).await.expect("get"), Some(reused_id));
+    drop(store);
+    let reopened = EmbeddedStore::open(dir.path()).expect("opening again changes nothing");
+    let listed = reopened.list_deliveries(entry.webhook_id, None, PageRequest { limit: 10, cursor: None }).await;
+    assert_eq!(listed.expect("list").items, vec![updated]);
+}
+
+#[tokio::test]
+async fn purging_forgets_expired_payloads_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    store.insert_delivery(&delivery(WebhookId::new(), Utc::now() - Duration::days(8))).await.expect("insert old");
+    store.insert_delivery(&delivery(WebhookId::new(), Utc::now())).await.expect("insert fresh");
+
+    store.purge_expired(Utc::now()).await.expect("purge");
+
+    let raw = rusqlite::Connection::open(dir.path().join("webhooks.db")).expect("raw connection");
+    let payloads: i64 = raw.query_row("SELECT count(*) FROM events", [], |row| row.get(0)).unwrap();
+    assert_eq!(payloads, 1);
+}
+
+#[tokio::test]
+async fn many_concurrent_writers_all_land_and_stay_after_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let entries: Vec<_> = (0..300).map(|_| delivery(WebhookId::new(), Utc::now())).collect();
+    let writes = entries.iter().map(|entry| {
+        let store = store.clone();
+        async move {
+            assert!(store.insert_delivery(entry).await.expect("insert"));
+            let mut done = entry.clone();
+            done.version = 1;
+            done.state = DeliveryState::Succeeded;
+            store.update_delivery(&done).await.expect("update");
+        }
+    });
+    futures_util::future::join_all(writes).await;
+    drop(store);
+
+    let reopened = EmbeddedStore::open(dir.path()).expect("reopen");
+    for entry in &entries {
+        let read = reopened.get_delivery(entry.webhook_id, entry.event_id).await.expect("get").expect("present");
+        assert_eq!((read.state, read.version), (DeliveryState::Succeeded, 1));
+    }
+}
+
+#[tokio::test]
+async fn a_payload_stays_while_any_entry_of_its_event_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let old = delivery(WebhookId::new(), Utc::now() - Duration::days(8));
+    let mut recent = old.clone();
+    recent.webhook_id = WebhookId::new();
+    recent.expires_at = (Utc::now() + Duration::days(1)).timestamp();
+    store.insert_delivery(&old).await.expect("insert old");
+    store.insert_delivery(&recent).await.expect("insert recent");
+
+    assert_eq!(store.purge_expired(Utc::now()).await.expect("purge"), 1);
+
+    assert!(store.get_delivery(old.webhook_id, old.event_id).await.expect("get old").is_none());
+    assert_eq!(store.get_delivery(recent.webhook_id, recent.event_id).await.expect("get recent"), Some(recent));
 }

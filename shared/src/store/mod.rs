@@ -12,6 +12,7 @@ mod embedded_tests;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
 use uuid::Uuid;
 
 pub use cursor::Cursor;
@@ -92,9 +93,16 @@ pub trait Store: Send + Sync {
     /// was inserted.
     async fn insert_delivery(&self, entry: &DeliveryLog) -> Result<bool, StoreError>;
 
+    /// Inserts each entry as `insert_delivery` would; returns, in order, whether each was
+    /// inserted. Not atomic as a whole. Fan-out uses it to create an event's entries together.
+    async fn insert_deliveries(&self, entries: &[DeliveryLog]) -> Result<Vec<bool>, StoreError> {
+        join_all(entries.iter().map(|entry| self.insert_delivery(entry))).await.into_iter().collect()
+    }
+
     async fn get_delivery(&self, webhook_id: WebhookId, event_id: Uuid) -> Result<Option<DeliveryLog>, StoreError>;
 
     /// Replaces a log entry whose stored `version` is `entry.version - 1`; `Conflict` otherwise.
+    /// The entry's envelope is the one it was inserted with: it never changes.
     async fn update_delivery(&self, entry: &DeliveryLog) -> Result<(), StoreError>;
 
     /// A webhook's log entries, newest first, optionally only in `state`.

@@ -13,6 +13,19 @@ async fn the_embedded_store_passes_the_conformance_suite() {
 }
 
 #[tokio::test]
+async fn the_file_backed_embedded_store_passes_the_conformance_suite() {
+    // A file store reads on its own connection; an in-memory one does not.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stores = 0;
+    conformance::run_all(|| {
+        stores += 1;
+        let path = dir.path().join(stores.to_string());
+        async move { Arc::new(EmbeddedStore::open(&path).expect("open")) as Arc<dyn Store> }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn the_embedded_store_keeps_everything_across_a_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hook = webhook("durable", &[EventType::TaskCreated]);

@@ -58,6 +58,7 @@ where
     every_field_of_a_delivery_reads_back_after_an_update(fresh().await.as_ref()).await;
     entries_inserted_together_report_which_were_new(fresh().await.as_ref()).await;
     a_reused_event_id_keeps_each_entrys_own_payload(fresh().await.as_ref()).await;
+    a_payload_reads_back_with_the_same_bytes(fresh().await.as_ref()).await;
     deliveries_list_newest_first_filtered_and_paginated(fresh().await.as_ref()).await;
     deliveries_since_returns_only_that_state_after_the_time(fresh().await.as_ref()).await;
     tasks_come_due_in_order_and_go_when_deleted(fresh().await.as_ref()).await;
@@ -327,6 +328,25 @@ async fn a_reused_event_id_keeps_each_entrys_own_payload(store: &dyn Store) {
         let read = store.get_delivery(entry.webhook_id, entry.event_id).await.expect("get");
         assert_eq!(read.as_ref(), Some(entry));
     }
+}
+
+async fn a_payload_reads_back_with_the_same_bytes(store: &dyn Store) {
+    // A retry sends the stored payload: it must serialise exactly as the first attempt did.
+    let mut entry = delivery(WebhookId::new(), Utc::now());
+    let text = r#"{"float":1.0,"tiny":-1.5e-7,"big":18446744073709551615,"zero":0.0,"text":"1.0","list":[2.50,{}]}"#;
+    entry.envelope.event = serde_json::from_str(text).expect("payload");
+    store.insert_delivery(&entry).await.expect("insert");
+    let mut updated = entry.clone();
+    updated.version = 1;
+    store.update_delivery(&updated).await.expect("update");
+
+    let read = store.get_delivery(entry.webhook_id, entry.event_id).await.expect("get").expect("present");
+    let listed = store.list_deliveries(entry.webhook_id, None, PageRequest { limit: 1, cursor: None }).await;
+
+    let expected = serde_json::to_string(&entry.envelope.event).expect("encode");
+    assert_eq!(serde_json::to_string(&read.envelope.event).expect("encode"), expected);
+    let listed = listed.expect("list").items.pop().expect("listed");
+    assert_eq!(serde_json::to_string(&listed.envelope.event).expect("encode"), expected);
 }
 
 async fn deliveries_list_newest_first_filtered_and_paginated(store: &dyn Store) {

@@ -19,7 +19,8 @@
 //! (`2026-11-28T13:45:00.123456789Z`) so that string order is time order at full precision;
 //! `{due_at}` is unix microseconds, zero-padded to 20 digits. Ids are lowercase hyphenated
 //! UUIDs, whose string order is their byte order. Every record's own fields sit next to its
-//! keys as ordinary attributes (mapped with `serde_dynamo`).
+//! keys as ordinary attributes (mapped with `serde_dynamo`), except a log entry's event
+//! payload, kept as JSON text in `envelope.event_json` so that its bytes survive.
 //!
 //! Why this shape:
 //! - Webhooks share one partition so that a Query lists them in id order. There are few and
@@ -405,6 +406,43 @@ fn encode<T: Serialize>(value: &T) -> Result<Item, StoreError> {
 fn decode<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
     serde_dynamo::aws_sdk_dynamodb_1::from_item(item)
         .map_err(|err| StoreError::Backend(format!("cannot decode a DynamoDB item: {err}")))
+}
+
+/// Where a log item keeps its event payload: JSON text inside the envelope map. As native
+/// attributes, DynamoDB would normalise numbers (`1.0` reads back as `1`), and a retry would
+/// not send the bytes the first attempt sent. Items written before keep `event` as a map.
+const PAYLOAD_JSON: &str = "event_json";
+
+fn encode_delivery(entry: &DeliveryLog) -> Result<Item, StoreError> {
+    let mut item = encode(&Indexed::new(IndexedKey::log(entry), entry))?;
+    let payload = serde_json::to_string(&entry.envelope.event).map_err(StoreError::backend)?;
+    match item.get_mut("envelope") {
+        Some(AttributeValue::M(envelope)) => {
+            envelope.remove("event");
+            envelope.insert(PAYLOAD_JSON.to_owned(), AttributeValue::S(payload));
+            Ok(item)
+        }
+        _ => Err(StoreError::Backend("a log entry encoded without its envelope".into())),
+    }
+}
+
+fn decode_delivery(mut item: Item) -> Result<DeliveryLog, StoreError> {
+    let payload = match item.get_mut("envelope") {
+        Some(AttributeValue::M(envelope)) => match envelope.remove(PAYLOAD_JSON) {
+            Some(AttributeValue::S(json)) => {
+                envelope.insert("event".to_owned(), AttributeValue::Null(true));
+                Some(json)
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    let mut entry = decode::<Indexed<DeliveryLog>>(item)?.record;
+    if let Some(json) = payload {
+        entry.envelope.event = serde_json::from_str(&json)
+            .map_err(|err| StoreError::Backend(format!("a log entry's payload is not JSON: {err}")))?;
+    }
+    Ok(entry)
 }
 
 fn string(value: impl Into<String>) -> AttributeValue {
@@ -828,19 +866,16 @@ impl Store for DynamoStore {
     }
 
     async fn insert_delivery(&self, entry: &DeliveryLog) -> Result<bool, StoreError> {
-        self.put_item(encode(&Indexed::new(IndexedKey::log(entry), entry))?, Condition::absent()).await
+        self.put_item(encode_delivery(entry)?, Condition::absent()).await
     }
 
     async fn get_delivery(&self, webhook_id: WebhookId, event_id: Uuid) -> Result<Option<DeliveryLog>, StoreError> {
-        self.get_item(&Key::log(webhook_id, event_id))
-            .await?
-            .map(|item| decode::<Indexed<DeliveryLog>>(item).map(|indexed| indexed.record))
-            .transpose()
+        self.get_item(&Key::log(webhook_id, event_id)).await?.map(decode_delivery).transpose()
     }
 
     async fn update_delivery(&self, entry: &DeliveryLog) -> Result<(), StoreError> {
         let expected = entry.version.checked_sub(1).ok_or(StoreError::Conflict)?;
-        let item = encode(&Indexed::new(IndexedKey::log(entry), entry))?;
+        let item = encode_delivery(entry)?;
         if self.put_item(item, Condition::version_is(expected)).await? { Ok(()) } else { Err(StoreError::Conflict) }
     }
 
@@ -862,7 +897,7 @@ impl Store for DynamoStore {
             let batch = if state.is_some() { missing.max(FILTERED_READ_BATCH) } else { missing };
             let (items, last) = self.query_page(&query, start, Some(batch)).await?;
             for item in items {
-                found.push(decode::<Indexed<DeliveryLog>>(item)?.record);
+                found.push(decode_delivery(item)?);
             }
             if found.len() >= wanted {
                 break;
@@ -885,11 +920,7 @@ impl Store for DynamoStore {
         // An entry at exactly `since` has a longer key with the same prefix, so `>=` keeps it.
         query.key_condition = "gsi1pk = :pk AND gsi1sk >= :since";
         query.values.insert(":since".to_owned(), string(time_key(since)));
-        self.query_all(&query)
-            .await?
-            .into_iter()
-            .map(|item| decode::<Indexed<DeliveryLog>>(item).map(|indexed| indexed.record))
-            .collect()
+        self.query_all(&query).await?.into_iter().map(decode_delivery).collect()
     }
 
     async fn put_task(&self, task: &PendingTask) -> Result<(), StoreError> {

@@ -12,8 +12,10 @@ use chrono::{Duration, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{DynamoStore, Indexed, IndexedKey, Key, Keyed, TableDefinition, decode, encode};
-use crate::domain::{Attempt, DeliveryLog, DeliveryState, Webhook};
+use super::{
+    DynamoStore, Indexed, IndexedKey, Key, Keyed, TableDefinition, decode, decode_delivery, encode, encode_delivery,
+};
+use crate::domain::{Attempt, DeliveryState, Webhook, WebhookId};
 use crate::events::EventType;
 use crate::store::conformance::{self, delivery, webhook};
 use crate::store::{PageRequest, PendingTask, Store, StoreError};
@@ -200,7 +202,7 @@ fn a_webhook_and_a_delivery_round_trip_through_their_items() {
     entry.version = 3;
 
     let hook_item = encode(&Keyed::new(Key::webhook(hook.webhook_id), &hook)).expect("encode webhook");
-    let entry_item = encode(&Indexed::new(IndexedKey::log(&entry), &entry)).expect("encode entry");
+    let entry_item = encode_delivery(&entry).expect("encode entry");
 
     assert_eq!(hook_item["pk"], AttributeValue::S("WEBHOOKS".into()));
     assert_eq!(hook_item["sk"], AttributeValue::S(format!("WEBHOOK#{}", hook.webhook_id)));
@@ -209,7 +211,20 @@ fn a_webhook_and_a_delivery_round_trip_through_their_items() {
     let time = entry_item["gsi1sk"].as_s().expect("string sort key");
     assert_eq!(time.len(), "2026-11-28T13:45:00.123456789Z#".len() + 36, "{time}");
     assert_eq!(decode::<Keyed<Webhook>>(hook_item).expect("decode webhook").record, hook);
-    assert_eq!(decode::<Indexed<DeliveryLog>>(entry_item).expect("decode entry").record, entry);
+    let envelope = entry_item["envelope"].as_m().expect("envelope map");
+    assert!(!envelope.contains_key("event"), "the payload is kept as JSON text, not as attributes");
+    assert!(envelope["event_json"].as_s().expect("JSON text").contains("18446744073709551615"));
+    assert_eq!(decode_delivery(entry_item).expect("decode entry"), entry);
+}
+
+#[test]
+fn a_log_item_with_its_payload_as_attributes_still_decodes() {
+    // How log items were written before payloads became JSON text.
+    let mut entry = delivery(WebhookId::new(), Utc::now());
+    entry.envelope.event = json!({"task": {"id": "t-1", "tags": ["a"]}, "count": 2});
+    let old_item = encode(&Indexed::new(IndexedKey::log(&entry), &entry)).expect("encode");
+
+    assert_eq!(decode_delivery(old_item).expect("decode"), entry);
 }
 
 #[tokio::test]

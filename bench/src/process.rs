@@ -12,10 +12,20 @@ pub fn cpu_seconds() -> f64 {
 
 /// Peak resident set size in MiB (VmHWM).
 pub fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+/// Resident set size now, in MiB (VmRSS).
+pub fn current_rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+/// A kB field of /proc/self/status, in MiB; 0 where it cannot be read.
+fn status_mib(field: &str) -> f64 {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return 0.0 };
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map(|kib| kib / 1024.0)
         .unwrap_or(0.0)

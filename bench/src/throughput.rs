@@ -16,7 +16,7 @@ use webhooks::queue::{DeadLetters, Queue, QueueError, QueueMessage};
 use webhooks::store::{EmbeddedStore, Store};
 use webhooks::{App, Config};
 
-use crate::process::{cpu_seconds, peak_rss_mib, percentile};
+use crate::process::{cpu_seconds, current_rss_mib, peak_rss_mib, percentile};
 
 pub async fn raw(url: &str, requests: usize, concurrency: usize, body_bytes: usize) -> Result<(), String> {
     let client = reqwest::Client::builder().build().map_err(|e| e.to_string())?;
@@ -186,16 +186,6 @@ async fn sender_with_subscribers(
         .map_err(|e| e.to_string())?;
     }
     Ok(sender)
-}
-
-fn current_rss_mib() -> f64 {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return 0.0 };
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kib| kib / 1024.0)
-        .unwrap_or(0.0)
 }
 
 fn report(mode: &str, delivered: usize, failed: usize, elapsed: Duration, cpu: f64, latencies: &mut [f64]) {

@@ -136,7 +136,7 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{SecretToken, WebhookName, WebhookState, WebhookUrl};
+    use crate::domain::{SecretToken, WebhookName, WebhookUrl};
     use serde_json::json;
 
     fn envelope() -> EventEnvelope {
@@ -151,22 +151,17 @@ mod tests {
     }
 
     fn webhook(format: Option<MessageFormat>, secret: Option<&str>) -> Webhook {
-        let now = Utc::now();
-        Webhook {
-            webhook_id: WebhookId::from(Uuid::from_u128(4)),
-            name: WebhookName::parse("n").unwrap(),
-            url: WebhookUrl::parse("https://example.com", false).unwrap(),
-            event_types: vec![],
-            secret_token: secret.map(|s| SecretToken::parse(s).unwrap()),
-            rotated_secret: None,
-            message_format: format,
-            state: WebhookState::Enabled,
-            disabled_reason: None,
-            failing_since: None,
-            created_at: now,
-            updated_at: now,
-            version: 0,
-        }
+        let mut webhook = Webhook::new(
+            WebhookName::parse("n").unwrap(),
+            WebhookUrl::parse("https://example.com", false).unwrap(),
+            vec![],
+            secret.map(|s| SecretToken::parse(s).unwrap()),
+            format,
+            Utc::now(),
+        );
+        // A fixed id, so the pinned signatures below stay valid.
+        webhook.webhook_id = WebhookId::from(Uuid::from_u128(4));
+        webhook
     }
 
     #[test]

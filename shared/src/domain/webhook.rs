@@ -348,24 +348,18 @@ mod tests {
     #[test]
     fn a_rotated_secret_signs_only_within_its_grace_window() {
         let now = Utc::now();
-        let mut webhook = Webhook {
-            webhook_id: WebhookId::new(),
-            name: WebhookName::parse("n").unwrap(),
-            url: WebhookUrl::parse("https://example.com", false).unwrap(),
-            event_types: vec![],
-            secret_token: Some(SecretToken::parse("new").unwrap()),
-            rotated_secret: Some(RotatedSecret {
-                secret_token: SecretToken::parse("old").unwrap(),
-                expires_at: now + chrono::Duration::hours(1),
-            }),
-            message_format: None,
-            state: WebhookState::Enabled,
-            disabled_reason: None,
-            failing_since: None,
-            created_at: now,
-            updated_at: now,
-            version: 0,
-        };
+        let mut webhook = Webhook::new(
+            WebhookName::parse("n").unwrap(),
+            WebhookUrl::parse("https://example.com", false).unwrap(),
+            vec![],
+            Some(SecretToken::parse("new").unwrap()),
+            None,
+            now,
+        );
+        webhook.rotated_secret = Some(RotatedSecret {
+            secret_token: SecretToken::parse("old").unwrap(),
+            expires_at: now + chrono::Duration::hours(1),
+        });
 
         assert_eq!(webhook.signing_secrets(now).len(), 2);
         assert_eq!(webhook.signing_secrets(now + chrono::Duration::hours(2)).len(), 1);

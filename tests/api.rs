@@ -147,7 +147,7 @@ async fn list_filters_by_event_type() {
     let ids: Vec<&str> =
         listed.body["items"].as_array().unwrap().iter().map(|w| w["webhook_id"].as_str().unwrap()).collect();
     assert_eq!(ids, [wanted.as_str()]);
-    assert!(bad.problem(StatusCode::BAD_REQUEST).contains("did you mean crash_reported?"));
+    assert_eq!(bad.problem(StatusCode::BAD_REQUEST), "unknown event type: crash_reportd");
 }
 
 #[tokio::test]
@@ -161,6 +161,19 @@ async fn bad_list_parameters_are_refused_by_name() {
     assert!(limit.problem(StatusCode::BAD_REQUEST).starts_with("limit:"));
     assert!(huge.problem(StatusCode::BAD_REQUEST).starts_with("limit:"));
     assert!(cursor.problem(StatusCode::BAD_REQUEST).starts_with("next:"));
+}
+
+#[tokio::test]
+async fn empty_query_parameters_count_as_absent() {
+    let app = TestApp::new();
+    let id = app.create_webhook("hook", &["ping"]).await;
+
+    let listed = app.get("/webhooks?event_type=&limit=&next=").await;
+    let logs = app.get(&format!("/webhooks/{id}/logs?state=&limit=&next=")).await;
+
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.raw);
+    assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(logs.status, StatusCode::OK, "{}", logs.raw);
 }
 
 #[tokio::test]
@@ -203,10 +216,7 @@ async fn publishing_an_invalid_event_is_refused_with_the_reason() {
     let unknown = app.post("/events", json!({"event_type": "tsk_created", "event": {}})).await;
     let invalid = app.post("/events", json!({"event_type": "ping", "event": {"ping_id": 5}})).await;
 
-    assert_eq!(
-        unknown.problem(StatusCode::BAD_REQUEST),
-        "unknown event type: tsk_created (did you mean task_created?)"
-    );
+    assert_eq!(unknown.problem(StatusCode::BAD_REQUEST), "unknown event type: tsk_created");
     assert!(invalid.problem(StatusCode::BAD_REQUEST).contains("ping_id"));
     assert!(app.store.due_tasks(Utc::now(), 10).await.unwrap().is_empty(), "nothing queued");
 }
@@ -347,6 +357,29 @@ async fn compat_logs_include_the_onefuzz_event_fields() {
 }
 
 #[tokio::test]
+async fn an_unknown_event_type_gets_the_exact_problem_body_of_the_spec() {
+    let app = TestApp::new();
+    let create = json!({"name": "n", "url": "https://e.com", "event_types": ["tsk_created"]});
+
+    for path in ["/webhooks", "/api/webhooks"] {
+        let response = app.post(path, create.clone()).await;
+
+        assert_eq!(response.status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(
+            response.body,
+            json!({
+                "title": "INVALID_REQUEST",
+                "status": 400,
+                "detail": "unknown event type: tsk_created",
+                "code": 450,
+                "errors": ["unknown event type: tsk_created"],
+            }),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn compat_routes_answer_a_missing_webhook_with_400_unable_to_find() {
     let app = TestApp::new();
     let ghost = uuid::Uuid::new_v4();
@@ -400,7 +433,7 @@ async fn every_kind_of_bad_create_body_gets_a_400_naming_the_field() {
         (json!({"name": "n", "url": long_url, "event_types": []}), "url: must be at most 2048"),
         (
             json!({"name": "n", "url": "https://e.com", "event_types": ["tsk_created"]}),
-            "unknown event type: tsk_created (did you mean task_created?)",
+            "unknown event type: tsk_created",
         ),
         (
             json!({"name": "n", "url": "https://e.com", "event_types": [], "message_format": "xml"}),

@@ -135,7 +135,7 @@ pub async fn batches(url: &str, events: usize, subscribers: usize, batches: usiz
             event.records.push(message);
         }
         let started = Instant::now();
-        let response = webhooks::delivery::handle_sqs_event(&sender, event).await.map_err(|e| e.to_string())?;
+        let response = webhooks::delivery::handle_sqs_event(&sender, event, None).await.map_err(|e| e.to_string())?;
         times_ms.push(started.elapsed().as_secs_f64() * 1000.0);
         if !response.batch_item_failures.is_empty() {
             return Err(format!("batch {batch}: {} records failed", response.batch_item_failures.len()));

@@ -84,10 +84,20 @@ impl Client {
             return Ok(value);
         }
         match (value.get("title").and_then(Value::as_str), value.get("detail").and_then(Value::as_str)) {
-            (Some(title), Some(detail)) => Err(format!("{title}: {detail}")),
+            (Some(title), Some(detail)) => Err(format!("{title}: {detail}{}", typo_hint(detail))),
             _ => Err(format!("HTTP {status}: {text}")),
         }
     }
+}
+
+/// The API names an unknown event type in SPEC's exact words; a person at a terminal is also
+/// told which known type was probably meant.
+fn typo_hint(detail: &str) -> String {
+    detail
+        .strip_prefix(webhooks::events::UNKNOWN_EVENT_TYPE)
+        .and_then(webhooks::events::EventType::closest)
+        .map(|meant| format!(" (did you mean {meant}?)"))
+        .unwrap_or_default()
 }
 
 /// `abc.execute-api.eu-west-1.amazonaws.com` → `eu-west-1`.

@@ -125,7 +125,22 @@ async fn serve_connection(app: App, stream: tokio::net::TcpStream, peer: SocketA
 /// Turns a hyper request into the `lambda_http` request the handlers take, and back.
 async fn handle(app: &App, request: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    let response = match Limited::new(body, MAX_BODY_BYTES + 1).collect().await {
+    // A caller without the token learns nothing, not even that its body was too large.
+    let authorized = webhooks::api::authorize(app, &parts.headers);
+    let response = match authorized {
+        Err(unauthorized) => unauthorized.into_response(Surface::Rest),
+        Ok(()) => read_and_route(app, parts, body).await,
+    };
+    let (parts, body) = response.into_parts();
+    hyper::Response::from_parts(parts, Full::new(Bytes::copy_from_slice(body.as_ref())))
+}
+
+async fn read_and_route(
+    app: &App,
+    parts: http::request::Parts,
+    body: hyper::body::Incoming,
+) -> http::Response<lambda_http::Body> {
+    match Limited::new(body, MAX_BODY_BYTES + 1).collect().await {
         Ok(collected) => {
             let bytes = collected.to_bytes();
             let body =
@@ -133,7 +148,5 @@ async fn handle(app: &App, request: hyper::Request<hyper::body::Incoming>) -> hy
             webhooks::api::route(app, http::Request::from_parts(parts, body)).await
         }
         Err(_) => ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES }.into_response(Surface::Rest),
-    };
-    let (parts, body) = response.into_parts();
-    hyper::Response::from_parts(parts, Full::new(Bytes::copy_from_slice(body.as_ref())))
+    }
 }

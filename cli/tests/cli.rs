@@ -298,6 +298,37 @@ fn verify_checks_a_saved_delivery_offline() {
     assert_eq!(bad.status.code(), Some(1));
 }
 
+/// One HTTP/1.1 POST on a fresh connection; the status code of the answer.
+fn post_status(port: u16, token: Option<&str>, body: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let head = format!(
+        "POST /webhooks HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("head");
+    // The server may answer and close before taking the whole body; that is its right.
+    let _ = stream.write_all(body);
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn with_a_token_set_serve_answers_401_before_looking_at_the_body() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _server = serve(dir.path(), port, &[("WEBHOOKS_API_TOKEN", "local-token")]);
+    let oversized = vec![b' '; 300 * 1024];
+    let small = br#"{"name": "n", "url": "http://127.0.0.1:9/", "event_types": ["ping"]}"#;
+
+    assert_eq!(post_status(port, None, &oversized), 401);
+    assert_eq!(post_status(port, Some("wrong"), small), 401);
+    assert_eq!(post_status(port, Some("local-token"), &oversized), 413);
+    assert_eq!(post_status(port, Some("local-token"), small), 201);
+}
+
 #[test]
 fn serve_refuses_a_public_listen_address_without_a_token() {
     let output = Command::new(BIN)

@@ -10,7 +10,7 @@ async fn main() -> Result<(), Error> {
     let sender = sender_from_env().await?;
     let sender = &sender;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        delivery::handle_sqs_event(sender, event.payload).await
+        delivery::handle_sqs_event(sender, event.payload, Some(event.context.deadline())).await
     }))
     .await
 }

@@ -58,10 +58,9 @@ impl From<QueueError> for ApiError {
     }
 }
 
+/// RFC 7807 without `type` (which then means `about:blank`): SPEC §3 shows this exact body.
 #[derive(Serialize)]
 struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
     title: &'static str,
     status: u16,
     detail: &'a str,
@@ -109,7 +108,7 @@ impl ApiError {
             tracing::info!(status = status.as_u16(), detail = %message, "request refused");
             message.as_str()
         };
-        let problem = Problem { kind: "about:blank", title, status: status.as_u16(), detail, code, errors: [detail] };
+        let problem = Problem { title, status: status.as_u16(), detail, code, errors: [detail] };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = Response::new(Body::from(body));
         *response.status_mut() = status;

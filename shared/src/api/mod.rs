@@ -24,6 +24,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 
 pub use error::ApiError;
+pub use request::authorize;
 pub use router::{ROUTES, route};
 pub use views::{LogEntryView, WebhookDetail, WebhookSummary};
 
@@ -63,7 +64,7 @@ where
     F: FnOnce(App, Request) -> Fut,
     Fut: Future<Output = Result<Response<Body>, ApiError>>,
 {
-    if let Err(err) = request::authorize(app, &request) {
+    if let Err(err) = request::authorize(app, request.headers()) {
         return err.into_response(surface);
     }
     match adapter(app.clone(), request).await {

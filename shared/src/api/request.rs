@@ -9,12 +9,13 @@ use super::{ApiError, MAX_BODY_BYTES};
 use crate::App;
 use crate::domain::WebhookId;
 
-pub(crate) fn authorize(app: &App, request: &Request) -> Result<(), ApiError> {
+/// The local bearer token check (`WEBHOOKS_API_TOKEN`); in AWS, IAM at API Gateway does this.
+/// It needs only the headers, so a server can run it before reading a body.
+pub fn authorize(app: &App, headers: &http::HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &app.config.api_token else {
         return Ok(());
     };
-    let presented = request
-        .headers()
+    let presented = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
@@ -53,13 +54,20 @@ pub(crate) fn webhook_id(request: &Request) -> Result<WebhookId, ApiError> {
     Ok(WebhookId::parse(&raw, "webhook_id")?)
 }
 
+/// A query parameter's value. An empty one (`?next=`, as a form or a script with an unset
+/// variable sends it) counts as absent.
 pub(crate) fn query_param(request: &Request, name: &str) -> Option<String> {
     let from_gateway = request.query_string_parameters();
-    if let Some(value) = from_gateway.first(name) {
-        return Some(value.to_owned());
-    }
-    let query = request.uri().query()?;
-    url::form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
+    let value = match from_gateway.first(name) {
+        Some(value) => Some(value.to_owned()),
+        None => {
+            let query = request.uri().query()?;
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.into_owned())
+        }
+    };
+    value.filter(|value| !value.is_empty())
 }
 
 pub(crate) fn limit_param(request: &Request, default: usize, max: usize) -> Result<usize, ApiError> {

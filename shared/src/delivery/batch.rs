@@ -1,7 +1,7 @@
 //! The sender Lambda's handler: an SQS batch in, a partial batch failure response out, and one
 //! CloudWatch EMF metrics line per batch.
 
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use futures_util::future::join_all;
@@ -11,14 +11,26 @@ use super::sender::{MessageOutcome, Sender, Tally};
 
 /// Every record that failed for a passing reason is reported back for redelivery; invalid ones
 /// go to the dead-letter queue and count as handled. The whole batch fails only when no record
-/// could be processed at all.
-pub async fn handle_sqs_event(sender: &Sender, event: SqsEvent) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+/// could be processed at all. With the invocation's `deadline`, fan-outs deliver inline only
+/// what fits before it and queue the rest.
+pub async fn handle_sqs_event(
+    sender: &Sender,
+    event: SqsEvent,
+    deadline: Option<SystemTime>,
+) -> Result<SqsBatchResponse, lambda_runtime::Error> {
     let started = Instant::now();
     let records = event.records;
+    let inline_limit = match deadline {
+        Some(deadline) => {
+            let time_left = deadline.duration_since(SystemTime::now()).unwrap_or_default();
+            sender.inline_limit_within(time_left, records.len())
+        }
+        None => sender.inline_limit_within(Duration::MAX, records.len()),
+    };
     let outcomes = join_all(records.iter().map(|record| async move {
         let message_id = record.message_id.clone().unwrap_or_default();
         let body = record.body.as_deref().unwrap_or_default();
-        let outcome = sender.handle_message(body, &message_id).await;
+        let outcome = sender.handle_message_within(body, &message_id, inline_limit).await;
         let failed = match &outcome {
             MessageOutcome::Done(_) => false,
             MessageOutcome::TryAgainLater(_) => true,

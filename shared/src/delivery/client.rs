@@ -25,7 +25,7 @@ use url::{Host, Url};
 use super::address::AddressPolicy;
 
 /// How much of a response body is kept for the delivery log.
-pub const RESPONSE_HEAD_BYTES: usize = 1024;
+pub const RESPONSE_HEAD_BYTES: usize = 4096;
 
 /// Idle pooled connections are dropped after this long. A Lambda may sit frozen between
 /// invocations while receivers close idle connections (often after 5 to 75 s), so a pooled
@@ -237,7 +237,19 @@ async fn read_head(response: &mut reqwest::Response) -> Option<String> {
             Ok(None) | Err(_) => break,
         }
     }
-    (!head.is_empty()).then(|| String::from_utf8_lossy(&head).into_owned())
+    (!head.is_empty()).then(|| head_text(&head))
+}
+
+/// Lossy UTF-8 of `head`, cut back to [`RESPONSE_HEAD_BYTES`] at a character boundary: each
+/// invalid byte becomes a 3-byte U+FFFD, and twenty attempts of these share one 400 KB
+/// DynamoDB item with the payload.
+fn head_text(head: &[u8]) -> String {
+    let mut text = String::from_utf8_lossy(head).into_owned();
+    if text.len() > RESPONSE_HEAD_BYTES {
+        let cut = (0..=RESPONSE_HEAD_BYTES).rev().find(|at| text.is_char_boundary(*at)).unwrap_or(0);
+        text.truncate(cut);
+    }
+    text
 }
 
 /// `Retry-After` is either delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
@@ -604,14 +616,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_long_body_is_cut_to_one_kib() {
-        let body = "x".repeat(2048);
+    async fn a_long_body_is_cut_to_four_kib() {
+        let body = "x".repeat(3 * RESPONSE_HEAD_BYTES);
         let receiver = Receiver::start(response("200 OK", "", &body)).await;
         let client = client(loopback_allowed());
 
         let outcome = post(&client, &receiver.url()).await;
 
         assert_eq!(outcome.response_head.map(|head| head.len()), Some(RESPONSE_HEAD_BYTES));
+    }
+
+    #[test]
+    fn a_head_of_invalid_utf8_stays_within_its_bytes_when_made_text() {
+        let invalid = vec![0xff_u8; RESPONSE_HEAD_BYTES];
+        // The read limit cut an "é" in two.
+        let mut cut_char = vec![b'x'; RESPONSE_HEAD_BYTES - 1];
+        cut_char.push("é".as_bytes()[0]);
+
+        let replaced = head_text(&invalid);
+        let cut = head_text(&cut_char);
+
+        assert_eq!(replaced.len(), RESPONSE_HEAD_BYTES - RESPONSE_HEAD_BYTES % 3);
+        assert!(replaced.chars().all(|c| c == char::REPLACEMENT_CHARACTER));
+        assert_eq!(cut, "x".repeat(RESPONSE_HEAD_BYTES - 1));
     }
 
     #[tokio::test]

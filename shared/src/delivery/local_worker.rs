@@ -38,6 +38,8 @@ impl LocalWorker {
     /// Runs until `shutdown` turns true, then waits for deliveries in flight to finish.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut running = JoinSet::new();
+        // At start as well as hourly: a server run for minutes at a time must still forget.
+        self.purge_expired_logs().await;
         let mut last_purge = std::time::Instant::now();
         loop {
             if *shutdown.borrow() {

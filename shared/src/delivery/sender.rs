@@ -14,17 +14,19 @@ use tracing::Instrument;
 use super::envelope::{USER_AGENT, signed_request};
 use super::{AddressPolicy, AttemptOutcome, CidrList, DeliveryClient, DeliveryClientError, RetryPolicy};
 use crate::config::Config;
-use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, Webhook, WebhookId, WebhookState};
+use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, Redelivery, Webhook, WebhookId, WebhookState};
 use crate::events::{Incoming, parse_queue_body};
 use crate::queue::{
     DeadLetters, DeliverReason, DeliverTask, MAX_QUEUE_DELAY, Queue, QueueError, QueueMessage, QueueTask,
 };
 use crate::store::{Store, StoreError};
 
-/// How much of a response is kept in the log.
-const LOG_RESPONSE_HEAD_CHARS: usize = 1024;
 /// Extra time a claim holds beyond the attempt's own timeout, for the writes around it.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// Time around each wave of attempts in a batch's budget: the log writes before and after.
+const WAVE_OVERHEAD: Duration = Duration::from_secs(2);
+/// Kept free at the end of an invocation to answer the batch and flush its logs.
+const BATCH_RESERVE: Duration = Duration::from_secs(5);
 /// A retry that arrives this early is close enough to its time to go now.
 const EARLY_ENOUGH: Duration = Duration::from_secs(1);
 /// Attempts kept in a log entry; redeliveries can add attempts without end.
@@ -83,8 +85,13 @@ impl Tally {
 enum Trigger {
     Fanout,
     Ping,
-    Retry { attempt: u32 },
-    Redeliver,
+    Retry {
+        attempt: u32,
+    },
+    /// `request` is the operator request's id; tasks queued before it existed carry none.
+    Redeliver {
+        request: Option<uuid::Uuid>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +147,27 @@ impl Sender {
 
     /// Handles one queue message body. `message_id` is the queue's id for it.
     pub async fn handle_message(&self, body: &str, message_id: &str) -> MessageOutcome {
+        self.handle_message_within(body, message_id, self.config.fanout_inline_limit).await
+    }
+
+    /// Inline deliveries each of `records` messages may make so that their batch ends within
+    /// `time_left`. Attempts run in waves of `DELIVERY_CONCURRENCY`, each as long as one
+    /// attempt's timeout; subscribers past the limit go to the queue as tasks, as they do past
+    /// `FANOUT_INLINE_LIMIT`.
+    pub fn inline_limit_within(&self, time_left: Duration, records: usize) -> usize {
+        let wave = self.config.delivery_timeout + WAVE_OVERHEAD;
+        let waves = time_left.saturating_sub(BATCH_RESERVE).as_millis() / wave.as_millis().max(1);
+        let per_record = usize::try_from(waves).unwrap_or(usize::MAX).saturating_mul(self.config.delivery_concurrency)
+            / records.max(1);
+        if per_record == 0 {
+            tracing::warn!(?time_left, records, "no wave of attempts fits in the time left; fan-outs go to the queue");
+        }
+        per_record.min(self.config.fanout_inline_limit)
+    }
+
+    /// [`Sender::handle_message`], delivering an event to at most `inline_limit` subscribers
+    /// here and handing the rest to the queue.
+    pub async fn handle_message_within(&self, body: &str, message_id: &str, inline_limit: usize) -> MessageOutcome {
         let incoming = match parse_queue_body(body, message_id, &self.config.ingest_defaults(), Utc::now()) {
             Ok(incoming) => incoming,
             Err(reason) => return MessageOutcome::Invalid(truncate(reason.0, MAX_REASON_CHARS)),
@@ -148,7 +176,7 @@ impl Sender {
             Incoming::Event(envelope) => {
                 let span =
                     tracing::info_span!("fan_out", event_id = %envelope.event_id, event_type = %envelope.event_type);
-                self.fan_out(&envelope).instrument(span).await
+                self.fan_out(&envelope, inline_limit).instrument(span).await
             }
             Incoming::Task(QueueTask::Deliver(task)) => {
                 let span = tracing::info_span!("deliver_task", webhook_id = %task.webhook_id, event_id = %task.envelope.event_id);
@@ -164,12 +192,12 @@ impl Sender {
         }
     }
 
-    /// Delivers to the first subscribers here and hands the rest to the queue as one task per
-    /// webhook, so a batch always fits in the sender's time limit however many subscribe.
-    async fn fan_out(&self, envelope: &EventEnvelope) -> Result<Tally, Transient> {
+    /// Delivers to the first `inline_limit` subscribers here and hands the rest to the queue as
+    /// one task per webhook, so a batch fits in the sender's time limit however many subscribe.
+    async fn fan_out(&self, envelope: &EventEnvelope, inline_limit: usize) -> Result<Tally, Transient> {
         let subscribers = self.store.subscribers(envelope.event_type).await?;
         let mut enabled: Vec<Webhook> = subscribers.into_iter().filter(Webhook::is_enabled).collect();
-        let handed_off = enabled.split_off(enabled.len().min(self.config.fanout_inline_limit));
+        let handed_off = enabled.split_off(enabled.len().min(inline_limit));
         if !handed_off.is_empty() {
             let tasks: Vec<QueueMessage> = handed_off
                 .iter()
@@ -235,7 +263,7 @@ impl Sender {
         let trigger = match (task.reason, task.attempt) {
             (DeliverReason::Ping, _) => Trigger::Ping,
             (DeliverReason::Fanout, _) => Trigger::Fanout,
-            (DeliverReason::Redeliver, _) => Trigger::Redeliver,
+            (DeliverReason::Redeliver, _) => Trigger::Redeliver { request: task.redelivery_id },
             // A retry without its attempt number cannot be matched to the log: it is stale.
             (DeliverReason::Retry, attempt) => Trigger::Retry { attempt: attempt.unwrap_or(0) },
         };
@@ -402,10 +430,22 @@ impl Sender {
         trigger: Trigger,
         now: DateTime<Utc>,
     ) -> Result<bool, Transient> {
+        if let Trigger::Redeliver { request: Some(id) } = trigger
+            && let Some(taken_up) = entry.redelivery.filter(|redelivery| redelivery.id == id)
+        {
+            // The same request again: SQS delivered its message twice, or its handling failed
+            // part-way. Its attempt is made once; only a claim that lapsed before it tries again.
+            if entry.try_count > taken_up.from_try_count {
+                tracing::debug!("this redelivery was already made");
+                return Ok(false);
+            }
+            return Ok(entry.lease_until.is_none_or(|lease| lease <= now));
+        }
         if entry.state.is_final() {
-            if trigger == Trigger::Redeliver {
+            if let Trigger::Redeliver { request } = trigger {
                 entry.state = DeliveryState::Retrying;
                 entry.retry_scheduled = false;
+                entry.redelivery = request.map(|id| Redelivery { id, from_try_count: entry.try_count });
                 return Ok(true);
             }
             tracing::debug!(state = entry.state.as_str(), "delivery already final");
@@ -416,7 +456,10 @@ impl Sender {
         }
         let not_yet = entry.next_attempt_at.filter(|at| *at > now + chrono_duration(EARLY_ENOUGH));
         match trigger {
-            Trigger::Redeliver => Ok(true),
+            Trigger::Redeliver { request } => {
+                entry.redelivery = request.map(|id| Redelivery { id, from_try_count: entry.try_count });
+                Ok(true)
+            }
             Trigger::Retry { attempt } if attempt != entry.try_count + 1 => {
                 self.reschedule_if_lost(entry, now).await?;
                 Ok(false)
@@ -457,6 +500,19 @@ impl Sender {
 
     async fn attempt(&self, webhook: &Webhook, envelope: &EventEnvelope) -> AttemptOutcome {
         let started = Instant::now();
+        // A webhook stored before HTTPS_ONLY was turned on may still have a plain http URL.
+        if self.config.https_only && webhook.url.as_str().starts_with("http:") {
+            tracing::warn!("HTTPS_ONLY is on and the webhook URL is http; not sending");
+            return AttemptOutcome {
+                status: None,
+                retry_after: None,
+                response_head: None,
+                duration: started.elapsed(),
+                error: Some(super::DeliveryErrorKind::Blocked(
+                    "HTTPS_ONLY is on and the webhook URL is http; update it to https".into(),
+                )),
+            };
+        }
         let request = match signed_request(webhook, envelope, Utc::now()) {
             Ok(request) => request,
             Err(err) => {
@@ -500,10 +556,7 @@ impl Sender {
             status_code: outcome.status,
             error: outcome.error.as_ref().map(ToString::to_string),
             duration_ms: outcome.duration.as_millis() as u64,
-            response_head: outcome
-                .response_head
-                .as_ref()
-                .map(|head| head.chars().take(LOG_RESPONSE_HEAD_CHARS).collect()),
+            response_head: outcome.response_head.clone(),
         });
         if entry.attempts.len() > MAX_LOGGED_ATTEMPTS {
             // Keep the item small (DynamoDB's 400 KB limit): the first attempt and the latest.
@@ -520,7 +573,7 @@ impl Sender {
             entry.state = DeliveryState::Succeeded;
             entry.next_attempt_at = None;
             Step::Delivered
-        } else if let Some(delay) = (!gone && trigger != Trigger::Redeliver)
+        } else if let Some(delay) = (!gone && !matches!(trigger, Trigger::Redeliver { .. }))
             .then(|| self.retry.delay_after(attempt_number, outcome.retry_after.filter(|_| honour_retry_after)))
             .flatten()
         {

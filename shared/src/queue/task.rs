@@ -20,16 +20,32 @@ pub struct DeliverTask {
     /// happened is a duplicate and is dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// For redeliveries: which operator request this is. The log entry remembers the last one
+    /// it carried out, so the same message arriving twice sends once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redelivery_id: Option<uuid::Uuid>,
     pub envelope: EventEnvelope,
 }
 
 impl DeliverTask {
     pub fn new(webhook_id: WebhookId, reason: DeliverReason, envelope: EventEnvelope) -> Self {
-        Self { v: V1, webhook_id, reason, attempt: None, envelope }
+        Self { v: V1, webhook_id, reason, attempt: None, redelivery_id: None, envelope }
     }
 
     pub fn retry(webhook_id: WebhookId, attempt: u32, envelope: EventEnvelope) -> Self {
-        Self { v: V1, webhook_id, reason: DeliverReason::Retry, attempt: Some(attempt), envelope }
+        Self { v: V1, webhook_id, reason: DeliverReason::Retry, attempt: Some(attempt), redelivery_id: None, envelope }
+    }
+
+    /// An operator's request to send a finished delivery again, with its own id.
+    pub fn redeliver(webhook_id: WebhookId, envelope: EventEnvelope) -> Self {
+        Self {
+            v: V1,
+            webhook_id,
+            reason: DeliverReason::Redeliver,
+            attempt: None,
+            redelivery_id: Some(uuid::Uuid::new_v4()),
+            envelope,
+        }
     }
 }
 

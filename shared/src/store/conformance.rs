@@ -62,6 +62,34 @@ where
     deliveries_list_newest_first_filtered_and_paginated(fresh().await.as_ref()).await;
     deliveries_since_returns_only_that_state_after_the_time(fresh().await.as_ref()).await;
     tasks_come_due_in_order_and_go_when_deleted(fresh().await.as_ref()).await;
+    an_entry_past_retention_is_gone_before_any_purge(fresh().await.as_ref()).await;
+}
+
+async fn an_entry_past_retention_is_gone_before_any_purge(store: &dyn Store) {
+    let webhook_id = WebhookId::new();
+    let mut expired = delivery(webhook_id, Utc::now() - Duration::days(8));
+    expired.state = DeliveryState::Failed;
+    let mut kept = delivery(webhook_id, Utc::now() - Duration::days(1));
+    kept.state = DeliveryState::Failed;
+    assert!(store.insert_delivery(&expired).await.expect("insert expired"));
+    assert!(store.insert_delivery(&kept).await.expect("insert kept"));
+
+    let got = store.get_delivery(webhook_id, expired.event_id).await.expect("get");
+    let listed = store.list_deliveries(webhook_id, None, PageRequest { limit: 10, cursor: None }).await;
+    let failed =
+        store.list_deliveries(webhook_id, Some(DeliveryState::Failed), PageRequest { limit: 10, cursor: None });
+    let since = store.deliveries_since(webhook_id, DeliveryState::Failed, Utc::now() - Duration::days(9)).await;
+
+    assert_eq!(got, None);
+    assert_eq!(listed.expect("list").items, vec![kept.clone()]);
+    assert_eq!(failed.await.expect("list failed").items, vec![kept.clone()]);
+    assert_eq!(since.expect("since"), vec![kept]);
+
+    // The same event arriving again starts a new entry in its place.
+    let again = DeliveryLog::new(webhook_id, expired.envelope.clone(), Utc::now(), Duration::days(7));
+    assert!(store.insert_delivery(&again).await.expect("insert again"), "the expired entry counts as absent");
+    assert_eq!(store.get_delivery(webhook_id, again.event_id).await.expect("get again"), Some(again.clone()));
+    assert!(!store.insert_delivery(&again).await.expect("insert a third time"), "a live entry is kept");
 }
 
 async fn a_created_webhook_reads_back_whole(store: &dyn Store) {

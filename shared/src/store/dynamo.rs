@@ -487,6 +487,15 @@ impl Condition {
         Self { expression: "attribute_not_exists(pk)", names: None, values: None }
     }
 
+    /// An item past its TTL counts as absent: DynamoDB deletes it only within a day or two.
+    fn absent_or_expired(now: DateTime<Utc>) -> Self {
+        Self {
+            expression: "attribute_not_exists(pk) OR #expires_at < :now",
+            names: Some(HashMap::from([("#expires_at".to_owned(), TableDefinition::TTL_ATTRIBUTE.to_owned())])),
+            values: Some(HashMap::from([(":now".to_owned(), AttributeValue::N(now.timestamp().to_string()))])),
+        }
+    }
+
     /// Also false when the item is missing, so it doubles as an existence check.
     fn equals(attribute: &str, value: AttributeValue) -> Self {
         Self {
@@ -866,11 +875,12 @@ impl Store for DynamoStore {
     }
 
     async fn insert_delivery(&self, entry: &DeliveryLog) -> Result<bool, StoreError> {
-        self.put_item(encode_delivery(entry)?, Condition::absent()).await
+        self.put_item(encode_delivery(entry)?, Condition::absent_or_expired(Utc::now())).await
     }
 
     async fn get_delivery(&self, webhook_id: WebhookId, event_id: Uuid) -> Result<Option<DeliveryLog>, StoreError> {
-        self.get_item(&Key::log(webhook_id, event_id)).await?.map(decode_delivery).transpose()
+        let entry = self.get_item(&Key::log(webhook_id, event_id)).await?.map(decode_delivery).transpose()?;
+        Ok(entry.filter(|entry| !entry.is_expired(Utc::now())))
     }
 
     async fn update_delivery(&self, entry: &DeliveryLog) -> Result<(), StoreError> {
@@ -890,6 +900,7 @@ impl Store for DynamoStore {
             return Ok(Page { items: Vec::new(), next: None });
         }
         let wanted = page.limit.saturating_add(1);
+        let now = Utc::now();
         let query = PartitionQuery::logs(webhook_id, state, false);
         let mut found: Vec<DeliveryLog> = Vec::new();
         loop {
@@ -897,7 +908,11 @@ impl Store for DynamoStore {
             let batch = if state.is_some() { missing.max(FILTERED_READ_BATCH) } else { missing };
             let (items, last) = self.query_page(&query, start, Some(batch)).await?;
             for item in items {
-                found.push(decode_delivery(item)?);
+                let entry = decode_delivery(item)?;
+                // TTL deletes lazily; an entry past retention is gone all the same.
+                if !entry.is_expired(now) {
+                    found.push(entry);
+                }
             }
             if found.len() >= wanted {
                 break;
@@ -920,7 +935,9 @@ impl Store for DynamoStore {
         // An entry at exactly `since` has a longer key with the same prefix, so `>=` keeps it.
         query.key_condition = "gsi1pk = :pk AND gsi1sk >= :since";
         query.values.insert(":since".to_owned(), string(time_key(since)));
-        self.query_all(&query).await?.into_iter().map(decode_delivery).collect()
+        let now = Utc::now();
+        let entries = self.query_all(&query).await?.into_iter().map(decode_delivery);
+        entries.filter(|entry| entry.as_ref().map_or(true, |entry| !entry.is_expired(now))).collect()
     }
 
     async fn put_task(&self, task: &PendingTask) -> Result<(), StoreError> {

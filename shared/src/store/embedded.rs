@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{Cursor, Page, PageRequest, PendingTask, Store, StoreError};
-use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, Webhook, WebhookId};
+use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, Redelivery, Webhook, WebhookId};
 use crate::events::EventType;
 
 /// The first release's schema; [`migrate`] brings it up to date.
@@ -205,6 +205,12 @@ impl EmbeddedStore {
     }
 }
 
+/// The least `expires_at` (unix seconds) of an entry still kept: the purge and the readers
+/// agree on it, so an entry past retention is gone before the purge gets to it.
+fn unexpired_from() -> Value {
+    Value::Integer(Utc::now().timestamp())
+}
+
 impl EmbeddedStore {
     /// Log entries from a query whose columns are a record and its event's payload (or NULL).
     async fn read_deliveries(&self, sql: &'static str, args: Vec<Value>) -> Result<Vec<DeliveryLog>, StoreError> {
@@ -251,6 +257,8 @@ struct StoredDelivery<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     lease_until: &'a Option<DateTime<Utc>>,
     retry_scheduled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redelivery: &'a Option<Redelivery>,
     expires_at: i64,
     version: u64,
 }
@@ -281,6 +289,7 @@ impl<'a> StoredDelivery<'a> {
             envelope,
             lease_until,
             retry_scheduled,
+            redelivery,
             expires_at,
             version,
         } = entry;
@@ -312,6 +321,7 @@ impl<'a> StoredDelivery<'a> {
             },
             lease_until,
             retry_scheduled: *retry_scheduled,
+            redelivery,
             expires_at: *expires_at,
             version: *version,
         }
@@ -640,17 +650,23 @@ impl Store for EmbeddedStore {
                     differing.push(*event_id);
                 }
             }
+            // An entry past retention counts as gone, purged or not: a new one replaces it.
             let mut insert = connection
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO deliveries
+                    "INSERT INTO deliveries
                          (webhook_id, event_id, created_key, state, version, expires_at, record, payload)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (webhook_id, event_id) DO UPDATE SET
+                         created_key = excluded.created_key, state = excluded.state, version = excluded.version,
+                         expires_at = excluded.expires_at, record = excluded.record, payload = excluded.payload
+                     WHERE deliveries.expires_at < ?9",
                 )
                 .map_err(db)?;
+            let unexpired_from = unexpired_from();
             rows.into_iter()
                 .map(|(row, event_id, payload)| {
                     let own_payload = if differing.contains(&event_id) { Value::Text(payload) } else { Value::Null };
-                    let values = row.into_iter().chain([own_payload]);
+                    let values = row.into_iter().chain([own_payload, unexpired_from.clone()]);
                     insert.execute(params_from_iter(values)).map(|n| n == 1).map_err(db)
                 })
                 .collect()
@@ -662,8 +678,8 @@ impl Store for EmbeddedStore {
         let mut found = self
             .read_deliveries(
                 "SELECT d.record, COALESCE(d.payload, e.payload) FROM deliveries d LEFT JOIN events e ON e.event_id = d.event_id
-                 WHERE d.webhook_id = ?1 AND d.event_id = ?2",
-                vec![text(webhook_id), text(event_id)],
+                 WHERE d.webhook_id = ?1 AND d.event_id = ?2 AND d.expires_at >= ?3",
+                vec![text(webhook_id), text(event_id), unexpired_from()],
             )
             .await?;
         Ok(found.pop())
@@ -717,17 +733,18 @@ impl Store for EmbeddedStore {
             None => {
                 self.read_deliveries(
                     "SELECT d.record, COALESCE(d.payload, e.payload) FROM deliveries d LEFT JOIN events e ON e.event_id = d.event_id
-                     WHERE d.webhook_id = ?1 AND d.created_key < ?2 ORDER BY d.created_key DESC LIMIT ?3",
-                    vec![text(webhook_id), text(before), fetch],
+                     WHERE d.webhook_id = ?1 AND d.created_key < ?2 AND d.expires_at >= ?4
+                     ORDER BY d.created_key DESC LIMIT ?3",
+                    vec![text(webhook_id), text(before), fetch, unexpired_from()],
                 )
                 .await?
             }
             Some(state) => {
                 self.read_deliveries(
                     "SELECT d.record, COALESCE(d.payload, e.payload) FROM deliveries d LEFT JOIN events e ON e.event_id = d.event_id
-                     WHERE d.webhook_id = ?1 AND d.created_key < ?2 AND d.state = ?3
+                     WHERE d.webhook_id = ?1 AND d.created_key < ?2 AND d.state = ?3 AND d.expires_at >= ?5
                      ORDER BY d.created_key DESC LIMIT ?4",
-                    vec![text(webhook_id), text(before), text(state.as_str()), fetch],
+                    vec![text(webhook_id), text(before), text(state.as_str()), fetch, unexpired_from()],
                 )
                 .await?
             }
@@ -744,8 +761,9 @@ impl Store for EmbeddedStore {
         let from = sortable_time(since);
         self.read_deliveries(
             "SELECT d.record, COALESCE(d.payload, e.payload) FROM deliveries d LEFT JOIN events e ON e.event_id = d.event_id
-             WHERE d.webhook_id = ?1 AND d.created_key >= ?2 AND d.state = ?3 ORDER BY d.created_key",
-            vec![text(webhook_id), text(from), text(state.as_str())],
+             WHERE d.webhook_id = ?1 AND d.created_key >= ?2 AND d.state = ?3 AND d.expires_at >= ?4
+             ORDER BY d.created_key",
+            vec![text(webhook_id), text(from), text(state.as_str()), unexpired_from()],
         )
         .await
     }

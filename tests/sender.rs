@@ -205,6 +205,26 @@ async fn a_wait_past_the_queue_delay_cap_hops_through_the_queue() {
 }
 
 #[tokio::test]
+async fn an_entry_with_a_retry_pending_is_kept_past_its_next_attempt_whatever_the_retention() {
+    let receiver = Receiver::start(vec![Reply::status(500)]).await;
+    let config = Config {
+        retry_schedule: vec![Duration::from_secs(2 * 3600)],
+        log_retention: chrono::Duration::minutes(30),
+        ..Config::default()
+    };
+    let sender = TestSender::with(config, CidrList::loopback());
+    let webhook_id = create(&sender, &receiver.url(), &["ping"], json!({})).await;
+    let event_id = Uuid::new_v4();
+
+    sender.handle(&ping_event(event_id)).await;
+
+    let entry = sender.log(&webhook_id, event_id).await;
+    let next_attempt_at = entry.next_attempt_at.expect("a retry is scheduled").timestamp();
+    assert_eq!(entry.state, DeliveryState::Retrying);
+    assert!(entry.expires_at >= next_attempt_at + 3600, "{} < {next_attempt_at} + 1 h", entry.expires_at);
+}
+
+#[tokio::test]
 async fn an_exhausted_delivery_fails_and_a_redelivery_succeeds() {
     let receiver =
         Receiver::start(vec![Reply::status(500), Reply::status(500), Reply::status(500), Reply::status(500)]).await;
@@ -283,24 +303,74 @@ async fn each_redelivery_request_sends_again() {
 }
 
 #[tokio::test]
-async fn a_redelivery_that_claimed_the_entry_but_never_sent_is_sent_by_its_duplicate() {
+async fn a_late_duplicate_of_an_earlier_redelivery_does_not_send_again() {
+    let receiver = Receiver::start(vec![Reply::status(500), Reply::status(500)]).await;
+    let sender = TestSender::with(Config { retry_schedule: Vec::new(), ..Config::default() }, CidrList::loopback());
+    let (webhook_id, event_id) = failed_delivery(&sender, &receiver).await;
+
+    redeliver(&sender, &webhook_id, event_id).await;
+    let first_request = sender.queue.take();
+    sender.handle(&first_request[0].0).await;
+    redeliver(&sender, &webhook_id, event_id).await;
+    sender.pump().await;
+    sender.handle(&first_request[0].0).await;
+
+    assert_eq!(receiver.received().len(), 3, "the first attempt and two redeliveries");
+    assert_eq!(sender.log(&webhook_id, event_id).await.try_count, 3);
+}
+
+#[tokio::test]
+async fn recover_asked_twice_before_it_ran_sends_each_failed_delivery_once() {
+    let receiver = Receiver::start(vec![Reply::status(500)]).await;
+    let sender = TestSender::with(Config { retry_schedule: Vec::new(), ..Config::default() }, CidrList::loopback());
+    let (webhook_id, event_id) = failed_delivery(&sender, &receiver).await;
+    let recover = || {
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!("/webhooks/{webhook_id}/recover"))
+            .header("content-type", "application/json")
+            .body(lambda_http::Body::from(json!({"since": "2000-01-01T00:00:00Z"}).to_string()))
+            .expect("request");
+        webhooks::api::route(&sender.app, request)
+    };
+
+    assert_eq!(recover().await.status(), 202);
+    assert_eq!(recover().await.status(), 202);
+    assert_eq!(sender.queue.sent.lock().expect("queue").len(), 2, "both requests queued a task");
+    sender.pump().await;
+
+    assert_eq!(receiver.received().len(), 2, "the first attempt and one redelivery");
+    assert_eq!(sender.log(&webhook_id, event_id).await.state, DeliveryState::Succeeded);
+}
+
+#[tokio::test]
+async fn a_redelivery_duplicate_stands_back_while_the_claim_is_held_and_sends_once_it_lapsed_unsent() {
     let receiver = Receiver::start(vec![Reply::status(500)]).await;
     let sender = TestSender::with(Config { retry_schedule: Vec::new(), ..Config::default() }, CidrList::loopback());
     let (webhook_id, event_id) = failed_delivery(&sender, &receiver).await;
     redeliver(&sender, &webhook_id, event_id).await;
-    let queued = sender.queue.take();
-    let task: Value = serde_json::from_str(&queued[0].0).expect("task json");
-    let request_id: Uuid = serde_json::from_value(task["redelivery_id"].clone()).expect("a redelivery id");
-    // What a sender that died between its claim and its attempt leaves behind.
-    let mut claimed = sender.log(&webhook_id, event_id).await;
-    claimed.state = DeliveryState::Retrying;
-    claimed.redelivery = Some(webhooks::domain::Redelivery { id: request_id, from_try_count: claimed.try_count });
-    claimed.lease_until = Some(chrono::Utc::now() - chrono::Duration::seconds(1));
-    claimed.version += 1;
-    sender.store.update_delivery(&claimed).await.expect("update");
+    let message = sender.queue.take().remove(0).0;
+    // What the first handling of the message leaves while its attempt is in flight, and
+    // what it leaves if it dies before attempting.
+    let claim = |lease: chrono::Duration| {
+        let sender = &sender;
+        let webhook_id = &webhook_id;
+        async move {
+            let mut claimed = sender.log(webhook_id, event_id).await;
+            claimed.state = DeliveryState::Retrying;
+            claimed.lease_until = Some(chrono::Utc::now() + lease);
+            claimed.version += 1;
+            sender.store.update_delivery(&claimed).await.expect("update");
+        }
+    };
 
-    sender.handle(&queued[0].0).await;
+    claim(chrono::Duration::seconds(60)).await;
+    sender.handle(&message).await;
+    let while_held = receiver.received().len();
+    claim(chrono::Duration::seconds(-1)).await;
+    sender.handle(&message).await;
 
+    assert_eq!(while_held, 1, "only the first attempt");
     assert_eq!(receiver.received().len(), 2);
     let entry = sender.log(&webhook_id, event_id).await;
     assert_eq!((entry.state, entry.try_count), (DeliveryState::Succeeded, 2));

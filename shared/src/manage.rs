@@ -170,7 +170,7 @@ impl App {
                 entry.state.as_str()
             )));
         }
-        let task = QueueTask::Deliver(DeliverTask::redeliver(id, entry.envelope));
+        let task = QueueTask::Deliver(DeliverTask::redeliver(id, entry.try_count, entry.envelope));
         self.enqueue(QueueMessage::Task(task)).await?;
         tracing::info!(webhook_id = %id, %event_id, "redelivery queued");
         Ok(())
@@ -181,7 +181,7 @@ impl App {
         self.get_webhook(id).await?;
         let failed = self.store.deliveries_since(id, DeliveryState::Failed, since).await?;
         for entry in &failed {
-            let task = QueueTask::Deliver(DeliverTask::redeliver(id, entry.envelope.clone()));
+            let task = QueueTask::Deliver(DeliverTask::redeliver(id, entry.try_count, entry.envelope.clone()));
             self.enqueue(QueueMessage::Task(task)).await?;
         }
         tracing::info!(webhook_id = %id, count = failed.len(), "recovery queued");

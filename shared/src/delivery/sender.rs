@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::envelope::{USER_AGENT, signed_request};
 use super::{AddressPolicy, AttemptOutcome, CidrList, DeliveryClient, DeliveryClientError, RetryPolicy};
 use crate::config::Config;
-use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, Redelivery, Webhook, WebhookId, WebhookState};
+use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, Webhook, WebhookId, WebhookState};
 use crate::events::{Incoming, parse_queue_body};
 use crate::queue::{
     DeadLetters, DeliverReason, DeliverTask, MAX_QUEUE_DELAY, Queue, QueueError, QueueMessage, QueueTask,
@@ -27,6 +27,8 @@ const LEASE_MARGIN: Duration = Duration::from_secs(30);
 const WAVE_OVERHEAD: Duration = Duration::from_secs(2);
 /// Kept free at the end of an invocation to answer the batch and flush its logs.
 const BATCH_RESERVE: Duration = Duration::from_secs(5);
+/// How long past its next attempt an entry is kept, whatever the retention.
+const RETRY_KEEPS_ENTRY: Duration = Duration::from_secs(3600);
 /// A retry that arrives this early is close enough to its time to go now.
 const EARLY_ENOUGH: Duration = Duration::from_secs(1);
 /// Attempts kept in a log entry; redeliveries can add attempts without end.
@@ -88,9 +90,10 @@ enum Trigger {
     Retry {
         attempt: u32,
     },
-    /// `request` is the operator request's id; tasks queued before it existed carry none.
+    /// `after` is the entry's attempt count when the operator asked; tasks queued before
+    /// it existed carry none.
     Redeliver {
-        request: Option<uuid::Uuid>,
+        after: Option<u32>,
     },
 }
 
@@ -263,7 +266,7 @@ impl Sender {
         let trigger = match (task.reason, task.attempt) {
             (DeliverReason::Ping, _) => Trigger::Ping,
             (DeliverReason::Fanout, _) => Trigger::Fanout,
-            (DeliverReason::Redeliver, _) => Trigger::Redeliver { request: task.redelivery_id },
+            (DeliverReason::Redeliver, _) => Trigger::Redeliver { after: task.after_try_count },
             // A retry without its attempt number cannot be matched to the log: it is stale.
             (DeliverReason::Retry, attempt) => Trigger::Retry { attempt: attempt.unwrap_or(0) },
         };
@@ -430,22 +433,24 @@ impl Sender {
         trigger: Trigger,
         now: DateTime<Utc>,
     ) -> Result<bool, Transient> {
-        if let Trigger::Redeliver { request: Some(id) } = trigger
-            && let Some(taken_up) = entry.redelivery.filter(|redelivery| redelivery.id == id)
-        {
-            // The same request again: SQS delivered its message twice, or its handling failed
-            // part-way. Its attempt is made once; only a claim that lapsed before it tries again.
-            if entry.try_count > taken_up.from_try_count {
+        if let Trigger::Redeliver { after: Some(after) } = trigger {
+            // One more attempt after `after`: once there is one, this request (or another made
+            // at the same point) is done. So a duplicated message sends once, in any order.
+            if entry.try_count > after {
                 tracing::debug!("this redelivery was already made");
                 return Ok(false);
             }
-            return Ok(entry.lease_until.is_none_or(|lease| lease <= now));
+            if entry.lease_until.is_some_and(|lease| lease > now) {
+                return Ok(false);
+            }
+            entry.state = DeliveryState::Retrying;
+            entry.retry_scheduled = false;
+            return Ok(true);
         }
         if entry.state.is_final() {
-            if let Trigger::Redeliver { request } = trigger {
+            if let Trigger::Redeliver { after: None } = trigger {
                 entry.state = DeliveryState::Retrying;
                 entry.retry_scheduled = false;
-                entry.redelivery = request.map(|id| Redelivery { id, from_try_count: entry.try_count });
                 return Ok(true);
             }
             tracing::debug!(state = entry.state.as_str(), "delivery already final");
@@ -456,10 +461,7 @@ impl Sender {
         }
         let not_yet = entry.next_attempt_at.filter(|at| *at > now + chrono_duration(EARLY_ENOUGH));
         match trigger {
-            Trigger::Redeliver { request } => {
-                entry.redelivery = request.map(|id| Redelivery { id, from_try_count: entry.try_count });
-                Ok(true)
-            }
+            Trigger::Redeliver { .. } => Ok(true),
             Trigger::Retry { attempt } if attempt != entry.try_count + 1 => {
                 self.reschedule_if_lost(entry, now).await?;
                 Ok(false)
@@ -578,7 +580,11 @@ impl Sender {
             .flatten()
         {
             entry.state = DeliveryState::Retrying;
-            entry.next_attempt_at = Some(now + chrono_duration(delay));
+            let next_attempt_at = now + chrono_duration(delay);
+            entry.next_attempt_at = Some(next_attempt_at);
+            // The retry continues from this entry: it must outlive the wait, however long a
+            // Retry-After made it.
+            entry.expires_at = entry.expires_at.max((next_attempt_at + chrono_duration(RETRY_KEEPS_ENTRY)).timestamp());
             let task = DeliverTask::retry(entry.webhook_id, attempt_number + 1, envelope.clone());
             match self.queue.send(&QueueMessage::Task(QueueTask::Deliver(task)), delay.min(MAX_QUEUE_DELAY)).await {
                 Ok(()) => entry.retry_scheduled = true,

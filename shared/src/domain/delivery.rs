@@ -65,15 +65,6 @@ pub struct Attempt {
 }
 
 /// The record of one event's delivery to one webhook; at most one per (webhook, event).
-/// An operator's redelivery request as a log entry remembers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Redelivery {
-    pub id: Uuid,
-    /// `try_count` when the redelivery claimed the entry: a higher count means its attempt
-    /// was made.
-    pub from_try_count: u32,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryLog {
     pub webhook_id: WebhookId,
@@ -95,10 +86,6 @@ pub struct DeliveryLog {
     /// a failed send, so whoever handles this entry next sends it again.
     #[serde(default)]
     pub retry_scheduled: bool,
-    /// The last operator redelivery this entry carried out, so a duplicate of its message
-    /// (SQS delivers at least once) does not send again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redelivery: Option<Redelivery>,
     /// Unix seconds after which the store may forget the entry (DynamoDB TTL).
     pub expires_at: i64,
     #[serde(default)]
@@ -125,7 +112,6 @@ impl DeliveryLog {
             envelope,
             lease_until: None,
             retry_scheduled: false,
-            redelivery: None,
             expires_at: (now + retention).timestamp(),
             version: 0,
         }

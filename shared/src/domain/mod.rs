@@ -4,7 +4,7 @@
 mod delivery;
 mod webhook;
 
-pub use delivery::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, Redelivery};
+pub use delivery::{Attempt, DeliveryLog, DeliveryState, EventEnvelope};
 pub use webhook::{
     MessageFormat, RotatedSecret, SecretToken, Webhook, WebhookId, WebhookName, WebhookState, WebhookUrl,
     dedup_event_types,

@@ -62,7 +62,7 @@ event_types! {
 }
 
 impl EventType {
-    /// Parses a catalog name; an unknown one is refused with the closest name suggested.
+    /// Parses a catalog name; an unknown one is refused in SPEC §3's words.
     pub fn parse(value: &str) -> Result<Self, ParseError> {
         value.parse()
     }

@@ -20,30 +20,39 @@ pub struct DeliverTask {
     /// happened is a duplicate and is dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
-    /// For redeliveries: which operator request this is. The log entry remembers the last one
-    /// it carried out, so the same message arriving twice sends once.
+    /// For redeliveries: the entry's `try_count` when the operator asked. The request is one
+    /// more attempt after that many; once the count is past it, the request is done, so a
+    /// duplicated message, or `recover` run twice, sends once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redelivery_id: Option<uuid::Uuid>,
+    pub after_try_count: Option<u32>,
     pub envelope: EventEnvelope,
 }
 
 impl DeliverTask {
     pub fn new(webhook_id: WebhookId, reason: DeliverReason, envelope: EventEnvelope) -> Self {
-        Self { v: V1, webhook_id, reason, attempt: None, redelivery_id: None, envelope }
+        Self { v: V1, webhook_id, reason, attempt: None, after_try_count: None, envelope }
     }
 
     pub fn retry(webhook_id: WebhookId, attempt: u32, envelope: EventEnvelope) -> Self {
-        Self { v: V1, webhook_id, reason: DeliverReason::Retry, attempt: Some(attempt), redelivery_id: None, envelope }
+        Self {
+            v: V1,
+            webhook_id,
+            reason: DeliverReason::Retry,
+            attempt: Some(attempt),
+            after_try_count: None,
+            envelope,
+        }
     }
 
-    /// An operator's request to send a finished delivery again, with its own id.
-    pub fn redeliver(webhook_id: WebhookId, envelope: EventEnvelope) -> Self {
+    /// An operator's request to send a finished delivery again, made when its entry had
+    /// `try_count` attempts.
+    pub fn redeliver(webhook_id: WebhookId, after_try_count: u32, envelope: EventEnvelope) -> Self {
         Self {
             v: V1,
             webhook_id,
             reason: DeliverReason::Redeliver,
             attempt: None,
-            redelivery_id: Some(uuid::Uuid::new_v4()),
+            after_try_count: Some(after_try_count),
             envelope,
         }
     }

@@ -533,19 +533,24 @@ impl PartitionQuery {
     }
 
     /// A webhook's log entries by creation time, optionally only those in `state`.
-    fn logs(webhook_id: WebhookId, state: Option<DeliveryState>, forward: bool) -> Self {
+    /// A webhook's log entries still within retention at `now`: TTL deletes lazily, and an
+    /// entry past retention is gone all the same.
+    fn logs(webhook_id: WebhookId, state: Option<DeliveryState>, forward: bool, now: DateTime<Utc>) -> Self {
         let mut query = Self {
             index: Some(TableDefinition::INDEX_NAME),
             key_condition: "gsi1pk = :pk",
-            names: None,
-            values: HashMap::from([(":pk".to_owned(), string(log_partition(webhook_id)))]),
-            filter: None,
+            names: Some(HashMap::from([("#expires_at".to_owned(), TableDefinition::TTL_ATTRIBUTE.to_owned())])),
+            values: HashMap::from([
+                (":pk".to_owned(), string(log_partition(webhook_id))),
+                (":now".to_owned(), AttributeValue::N(now.timestamp().to_string())),
+            ]),
+            filter: Some("#expires_at >= :now"),
             forward,
         };
         if let Some(state) = state {
             // `state` is a DynamoDB reserved word.
-            query.filter = Some("#state = :state");
-            query.names = Some(HashMap::from([("#state".to_owned(), "state".to_owned())]));
+            query.filter = Some("#state = :state AND #expires_at >= :now");
+            query.names.get_or_insert_default().insert("#state".to_owned(), "state".to_owned());
             query.values.insert(":state".to_owned(), string(state.as_str()));
         }
         query
@@ -900,19 +905,14 @@ impl Store for DynamoStore {
             return Ok(Page { items: Vec::new(), next: None });
         }
         let wanted = page.limit.saturating_add(1);
-        let now = Utc::now();
-        let query = PartitionQuery::logs(webhook_id, state, false);
+        let query = PartitionQuery::logs(webhook_id, state, false, Utc::now());
         let mut found: Vec<DeliveryLog> = Vec::new();
         loop {
             let missing = wanted - found.len();
-            let batch = if state.is_some() { missing.max(FILTERED_READ_BATCH) } else { missing };
-            let (items, last) = self.query_page(&query, start, Some(batch)).await?;
+            // Every log query filters (retention), so a read may return fewer than it reads.
+            let (items, last) = self.query_page(&query, start, Some(missing.max(FILTERED_READ_BATCH))).await?;
             for item in items {
-                let entry = decode_delivery(item)?;
-                // TTL deletes lazily; an entry past retention is gone all the same.
-                if !entry.is_expired(now) {
-                    found.push(entry);
-                }
+                found.push(decode_delivery(item)?);
             }
             if found.len() >= wanted {
                 break;
@@ -931,13 +931,11 @@ impl Store for DynamoStore {
         state: DeliveryState,
         since: DateTime<Utc>,
     ) -> Result<Vec<DeliveryLog>, StoreError> {
-        let mut query = PartitionQuery::logs(webhook_id, Some(state), true);
+        let mut query = PartitionQuery::logs(webhook_id, Some(state), true, Utc::now());
         // An entry at exactly `since` has a longer key with the same prefix, so `>=` keeps it.
         query.key_condition = "gsi1pk = :pk AND gsi1sk >= :since";
         query.values.insert(":since".to_owned(), string(time_key(since)));
-        let now = Utc::now();
-        let entries = self.query_all(&query).await?.into_iter().map(decode_delivery);
-        entries.filter(|entry| entry.as_ref().map_or(true, |entry| !entry.is_expired(now))).collect()
+        self.query_all(&query).await?.into_iter().map(decode_delivery).collect()
     }
 
     async fn put_task(&self, task: &PendingTask) -> Result<(), StoreError> {

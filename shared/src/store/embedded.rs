@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{Cursor, Page, PageRequest, PendingTask, Store, StoreError};
-use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, Redelivery, Webhook, WebhookId};
+use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, Webhook, WebhookId};
 use crate::events::EventType;
 
 /// The first release's schema; [`migrate`] brings it up to date.
@@ -257,8 +257,6 @@ struct StoredDelivery<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     lease_until: &'a Option<DateTime<Utc>>,
     retry_scheduled: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    redelivery: &'a Option<Redelivery>,
     expires_at: i64,
     version: u64,
 }
@@ -289,7 +287,6 @@ impl<'a> StoredDelivery<'a> {
             envelope,
             lease_until,
             retry_scheduled,
-            redelivery,
             expires_at,
             version,
         } = entry;
@@ -321,7 +318,6 @@ impl<'a> StoredDelivery<'a> {
             },
             lease_until,
             retry_scheduled: *retry_scheduled,
-            redelivery,
             expires_at: *expires_at,
             version: *version,
         }

@@ -609,6 +609,27 @@ async fn a_batch_delivers_inline_only_what_fits_before_the_invocation_deadline()
 }
 
 #[tokio::test]
+async fn a_fan_out_delivery_that_waited_long_for_its_turn_renews_its_claim_first() {
+    // One request at a time, and the first takes 16 s: the second waits past half of the
+    // claim's 30 s margin, so it must renew its claim before its own attempt.
+    let receiver = Receiver::start(vec![Reply::status(200).after(Duration::from_secs(16))]).await;
+    let config = Config { delivery_timeout: Duration::from_secs(20), delivery_concurrency: 1, ..Config::default() };
+    let sender = TestSender::with(config, CidrList::loopback());
+    let first = create(&sender, &receiver.url(), &["ping"], json!({})).await;
+    let second = create(&sender, &receiver.url(), &["ping"], json!({})).await;
+    let event_id = Uuid::new_v4();
+
+    sender.handle(&ping_event(event_id)).await;
+
+    let entries = [sender.log(&first, event_id).await, sender.log(&second, event_id).await];
+    assert!(entries.iter().all(|entry| entry.state == DeliveryState::Succeeded));
+    let mut versions: Vec<u64> = entries.iter().map(|entry| entry.version).collect();
+    versions.sort_unstable();
+    assert_eq!(versions, [1, 2], "inserted claimed, then recorded; the one that waited also renewed");
+    assert_eq!(receiver.received().len(), 2);
+}
+
+#[tokio::test]
 async fn a_task_cannot_smuggle_another_payload_past_the_log() {
     let receiver = Receiver::start(vec![Reply::status(500)]).await;
     let sender = TestSender::new();

@@ -221,7 +221,7 @@ async fn an_entry_with_a_retry_pending_is_kept_past_its_next_attempt_whatever_th
     let entry = sender.log(&webhook_id, event_id).await;
     let next_attempt_at = entry.next_attempt_at.expect("a retry is scheduled").timestamp();
     assert_eq!(entry.state, DeliveryState::Retrying);
-    assert!(entry.expires_at >= next_attempt_at + 3600, "{} < {next_attempt_at} + 1 h", entry.expires_at);
+    assert!(entry.expires_at >= next_attempt_at + 24 * 3600, "{} < {next_attempt_at} + 1 day", entry.expires_at);
 }
 
 #[tokio::test]
@@ -256,6 +256,11 @@ async fn redeliver(sender: &TestSender, webhook_id: &str, event_id: Uuid) -> htt
     webhooks::api::route(&sender.app, request).await.status()
 }
 
+/// A sender whose failed attempts are final: no retry series to pump through.
+fn sender_without_retries() -> TestSender {
+    TestSender::with(Config { retry_schedule: Vec::new(), ..Config::default() }, CidrList::loopback())
+}
+
 /// A webhook whose one delivery failed for good (no retries), and that event's id.
 async fn failed_delivery(sender: &TestSender, receiver: &Receiver) -> (String, Uuid) {
     let webhook_id = create(sender, &receiver.url(), &["ping"], json!({})).await;
@@ -270,7 +275,7 @@ async fn failed_delivery(sender: &TestSender, receiver: &Receiver) -> (String, U
 async fn a_redelivery_message_handled_twice_sends_once() {
     for second_reply in [Reply::status(200), Reply::status(500)] {
         let receiver = Receiver::start(vec![Reply::status(500), second_reply]).await;
-        let sender = TestSender::with(Config { retry_schedule: Vec::new(), ..Config::default() }, CidrList::loopback());
+        let sender = sender_without_retries();
         let (webhook_id, event_id) = failed_delivery(&sender, &receiver).await;
 
         assert_eq!(redeliver(&sender, &webhook_id, event_id).await, 202);
@@ -290,7 +295,7 @@ async fn a_redelivery_message_handled_twice_sends_once() {
 #[tokio::test]
 async fn each_redelivery_request_sends_again() {
     let receiver = Receiver::start(vec![Reply::status(500), Reply::status(500)]).await;
-    let sender = TestSender::with(Config { retry_schedule: Vec::new(), ..Config::default() }, CidrList::loopback());
+    let sender = sender_without_retries();
     let (webhook_id, event_id) = failed_delivery(&sender, &receiver).await;
 
     redeliver(&sender, &webhook_id, event_id).await;
@@ -305,7 +310,7 @@ async fn each_redelivery_request_sends_again() {
 #[tokio::test]
 async fn a_late_duplicate_of_an_earlier_redelivery_does_not_send_again() {
     let receiver = Receiver::start(vec![Reply::status(500), Reply::status(500)]).await;
-    let sender = TestSender::with(Config { retry_schedule: Vec::new(), ..Config::default() }, CidrList::loopback());
+    let sender = sender_without_retries();
     let (webhook_id, event_id) = failed_delivery(&sender, &receiver).await;
 
     redeliver(&sender, &webhook_id, event_id).await;
@@ -320,9 +325,29 @@ async fn a_late_duplicate_of_an_earlier_redelivery_does_not_send_again() {
 }
 
 #[tokio::test]
+async fn a_late_redelivery_leaves_a_delivery_in_its_retry_series_alone() {
+    let receiver = Receiver::start(vec![Reply::status(500)]).await;
+    let sender = sender_without_retries();
+    let (webhook_id, event_id) = failed_delivery(&sender, &receiver).await;
+    redeliver(&sender, &webhook_id, event_id).await;
+    let message = sender.queue.take().remove(0).0;
+    // The entry expired meanwhile, and the same event started a new one, now waiting for a retry.
+    let mut younger = sender.log(&webhook_id, event_id).await;
+    younger.state = DeliveryState::Retrying;
+    younger.next_attempt_at = Some(chrono::Utc::now() + chrono::Duration::minutes(5));
+    younger.version += 1;
+    sender.store.update_delivery(&younger).await.expect("update");
+
+    sender.handle(&message).await;
+
+    assert_eq!(receiver.received().len(), 1, "no attempt outside the retry schedule");
+    assert_eq!(sender.log(&webhook_id, event_id).await, younger);
+}
+
+#[tokio::test]
 async fn recover_asked_twice_before_it_ran_sends_each_failed_delivery_once() {
     let receiver = Receiver::start(vec![Reply::status(500)]).await;
-    let sender = TestSender::with(Config { retry_schedule: Vec::new(), ..Config::default() }, CidrList::loopback());
+    let sender = sender_without_retries();
     let (webhook_id, event_id) = failed_delivery(&sender, &receiver).await;
     let recover = || {
         let request = http::Request::builder()
@@ -346,7 +371,7 @@ async fn recover_asked_twice_before_it_ran_sends_each_failed_delivery_once() {
 #[tokio::test]
 async fn a_redelivery_duplicate_stands_back_while_the_claim_is_held_and_sends_once_it_lapsed_unsent() {
     let receiver = Receiver::start(vec![Reply::status(500)]).await;
-    let sender = TestSender::with(Config { retry_schedule: Vec::new(), ..Config::default() }, CidrList::loopback());
+    let sender = sender_without_retries();
     let (webhook_id, event_id) = failed_delivery(&sender, &receiver).await;
     redeliver(&sender, &webhook_id, event_id).await;
     let message = sender.queue.take().remove(0).0;

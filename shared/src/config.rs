@@ -235,6 +235,8 @@ mod tests {
 
         assert!(err.starts_with("LOG_RETENTION_DAYS"), "{err}");
         assert!(config(&[("LOG_RETENTION_DAYS", "1"), ("RETRY_SCHEDULE", "60,600")]).is_ok());
+        // The default schedule sums to about 27.6 h; with a quarter more, 2 days are enough.
+        assert!(config(&[("LOG_RETENTION_DAYS", "2")]).is_ok());
     }
 
     #[test]

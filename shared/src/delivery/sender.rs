@@ -27,8 +27,9 @@ const LEASE_MARGIN: Duration = Duration::from_secs(30);
 const WAVE_OVERHEAD: Duration = Duration::from_secs(2);
 /// Kept free at the end of an invocation to answer the batch and flush its logs.
 const BATCH_RESERVE: Duration = Duration::from_secs(5);
-/// How long past its next attempt an entry is kept, whatever the retention.
-const RETRY_KEEPS_ENTRY: Duration = Duration::from_secs(3600);
+/// How long past its next attempt an entry is kept, whatever the retention: long enough to
+/// ride out a sender outage or a queue backlog.
+const RETRY_KEEPS_ENTRY: Duration = Duration::from_secs(24 * 3600);
 /// A retry that arrives this early is close enough to its time to go now.
 const EARLY_ENOUGH: Duration = Duration::from_secs(1);
 /// Attempts kept in a log entry; redeliveries can add attempts without end.
@@ -438,6 +439,14 @@ impl Sender {
             // at the same point) is done. So a duplicated message sends once, in any order.
             if entry.try_count > after {
                 tracing::debug!("this redelivery was already made");
+                return Ok(false);
+            }
+            // Only the entry the operator saw: finished, or claimed by this request and left
+            // unsent. A younger entry for the same event (the old one expired) or one in a
+            // retry series keeps its own schedule.
+            let claimed_unsent = entry.state == DeliveryState::Retrying && entry.next_attempt_at.is_none();
+            if entry.try_count < after || !(entry.state.is_final() || claimed_unsent) {
+                tracing::info!(state = entry.state.as_str(), "not the delivery this redelivery was asked for");
                 return Ok(false);
             }
             if entry.lease_until.is_some_and(|lease| lease > now) {

@@ -907,10 +907,14 @@ impl Store for DynamoStore {
         let wanted = page.limit.saturating_add(1);
         let query = PartitionQuery::logs(webhook_id, state, false, Utc::now());
         let mut found: Vec<DeliveryLog> = Vec::new();
+        // Every log query filters, so a read may keep fewer items than it reads: a state
+        // filter often, the retention filter only at an expired tail. Reads after the first
+        // take bigger bites.
+        let mut least_read = if state.is_some() { FILTERED_READ_BATCH } else { 1 };
         loop {
             let missing = wanted - found.len();
-            // Every log query filters (retention), so a read may return fewer than it reads.
-            let (items, last) = self.query_page(&query, start, Some(missing.max(FILTERED_READ_BATCH))).await?;
+            let (items, last) = self.query_page(&query, start, Some(missing.max(least_read))).await?;
+            least_read = FILTERED_READ_BATCH;
             for item in items {
                 found.push(decode_delivery(item)?);
             }

@@ -20,13 +20,9 @@ pub async fn handle_sqs_event(
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
     let started = Instant::now();
     let records = event.records;
-    let inline_limit = match deadline {
-        Some(deadline) => {
-            let time_left = deadline.duration_since(SystemTime::now()).unwrap_or_default();
-            sender.inline_limit_within(time_left, records.len())
-        }
-        None => sender.inline_limit_within(Duration::MAX, records.len()),
-    };
+    let time_left =
+        deadline.map_or(Duration::MAX, |deadline| deadline.duration_since(SystemTime::now()).unwrap_or_default());
+    let inline_limit = sender.inline_limit_within(time_left, records.len());
     let outcomes = join_all(records.iter().map(|record| async move {
         let message_id = record.message_id.clone().unwrap_or_default();
         let body = record.body.as_deref().unwrap_or_default();

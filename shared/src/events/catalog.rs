@@ -67,6 +67,17 @@ impl EventType {
         value.parse()
     }
 
+    /// The known type whose name is closest to `value`, if one is near enough to be a typo.
+    /// The CLI offers it as a hint; the API keeps its error text exact.
+    pub fn closest(value: &str) -> Option<EventType> {
+        Self::ALL
+            .iter()
+            .map(|t| (strsim::levenshtein(t.as_str(), value), *t))
+            .min_by_key(|(distance, _)| *distance)
+            .filter(|(distance, _)| *distance <= 3)
+            .map(|(_, t)| t)
+    }
+
     /// Checks an event payload against this type's JSON Schema. The message lists the first
     /// few violations with their JSON pointers.
     pub fn validate(self, event: &Value) -> Result<(), ParseError> {
@@ -105,19 +116,6 @@ impl FromStr for EventType {
 
 /// How a refused event type's error begins; the rest is the name as given.
 pub const UNKNOWN_EVENT_TYPE: &str = "unknown event type: ";
-
-impl EventType {
-    /// The known type whose name is closest to `value`, if one is near enough to be a typo.
-    /// The CLI offers it as a hint; the API keeps its error text exact.
-    pub fn closest(value: &str) -> Option<EventType> {
-        Self::ALL
-            .iter()
-            .map(|t| (strsim::levenshtein(t.as_str(), value), *t))
-            .min_by_key(|(distance, _)| *distance)
-            .filter(|(distance, _)| *distance <= 3)
-            .map(|(_, t)| t)
-    }
-}
 
 impl fmt::Display for EventType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -13,7 +13,7 @@ use crate::domain::{
     WebhookName, WebhookState, WebhookUrl,
 };
 use crate::events::EventType;
-use crate::queue::{DeliverReason, DeliverTask, QueueMessage, QueueTask};
+use crate::queue::{DeliverTask, QueueMessage, QueueTask};
 use crate::store::{Page, PageRequest, StoreError};
 
 /// A valid new webhook, ready to store.
@@ -102,6 +102,11 @@ impl App {
             let updated = apply_patch(current, &patch, Utc::now(), self.config.secret_rotation_grace);
             match self.store.update_webhook(&updated).await {
                 Ok(()) => {
+                    if patch.enable {
+                        // A re-enabled webhook starts with a clean record, or its old run of
+                        // failures would disable it again at the first failure.
+                        self.store.clear_failures(id).await?;
+                    }
                     tracing::info!(webhook_id = %id, "webhook updated");
                     return Ok(updated);
                 }
@@ -130,7 +135,7 @@ impl App {
             instance_name: self.config.instance_name.clone(),
             created_at: Utc::now(),
         };
-        let task = QueueTask::Deliver(DeliverTask::new(id, DeliverReason::Ping, envelope));
+        let task = QueueTask::Deliver(DeliverTask::ping(id, envelope));
         self.enqueue(QueueMessage::Task(task)).await?;
         tracing::info!(webhook_id = %id, %ping_id, "ping queued");
         Ok(ping_id)

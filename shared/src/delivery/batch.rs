@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures_util::future::join_all;
 use serde_json::json;
 
-use super::sender::{MessageOutcome, Sender, Tally};
+use super::sender::{MessageOutcome, Received, Sender, Tally};
 
 /// Every record that failed for a passing reason is reported back for redelivery; invalid ones
 /// go to the dead-letter queue and count as handled. The whole batch fails only when no record
@@ -23,48 +23,62 @@ pub async fn handle_sqs_event(
     let time_left =
         deadline.map_or(Duration::MAX, |deadline| deadline.duration_since(SystemTime::now()).unwrap_or_default());
     let inline_limit = sender.inline_limit_within(time_left, records.len());
-    let outcomes = join_all(records.iter().map(|record| async move {
-        let message_id = record.message_id.clone().unwrap_or_default();
-        let body = record.body.as_deref().unwrap_or_default();
-        let outcome = sender.handle_message_within(body, &message_id, inline_limit).await;
-        let failed = match &outcome {
+    let received: Vec<Received<'_>> = records.iter().map(received).collect();
+    let outcomes = sender.handle_batch(&received, inline_limit).await;
+    let failed = join_all(received.iter().zip(&outcomes).map(|(message, outcome)| async move {
+        match outcome {
             MessageOutcome::Done(_) => false,
-            MessageOutcome::TryAgainLater(_) => true,
+            MessageOutcome::TryAgainLater(_) | MessageOutcome::Held(_) => true,
             MessageOutcome::Invalid(reason) => {
-                tracing::error!(message_id = %message_id, %reason, "invalid message; dead-lettering it");
-                match sender.dead_letters().send(body, reason).await {
+                tracing::error!(message_id = %message.message_id, %reason, "invalid message; dead-lettering it");
+                match sender.dead_letters().send(message.body, reason).await {
                     Ok(()) => false,
                     Err(err) => {
-                        tracing::error!(message_id = %message_id, error = %err, "dead-letter send failed; leaving the message for redelivery");
+                        tracing::error!(message_id = %message.message_id, error = %err, "dead-letter send failed; leaving the message for redelivery");
                         true
                     }
                 }
             }
-        };
-        (message_id, outcome, failed)
+        }
     }))
     .await;
 
     let mut tally = Tally::default();
     let mut response = SqsBatchResponse::default();
     let mut invalid = 0;
-    for (message_id, outcome, failed) in &outcomes {
+    let mut unavailable = 0;
+    for ((message, outcome), failed) in received.iter().zip(&outcomes).zip(failed) {
         match outcome {
             MessageOutcome::Done(t) => tally.add(t),
             MessageOutcome::Invalid(_) => invalid += 1,
-            MessageOutcome::TryAgainLater(_) => {}
+            MessageOutcome::TryAgainLater(_) => unavailable += 1,
+            MessageOutcome::Held(_) => {}
         }
-        if *failed {
+        if failed {
             let mut failure = BatchItemFailure::default();
-            failure.item_identifier = message_id.clone();
+            failure.item_identifier = message.message_id.to_owned();
             response.batch_item_failures.push(failure);
         }
     }
     emit_metrics(&tally, invalid, response.batch_item_failures.len(), started.elapsed().as_millis() as u64);
-    if !outcomes.is_empty() && response.batch_item_failures.len() == outcomes.len() {
+    // Every record failing for a passing reason (not merely held back by a claim) is an outage:
+    // failing the invocation fires the function's error alarm and slows Lambda's polling.
+    if !outcomes.is_empty() && unavailable == outcomes.len() {
         return Err(format!("none of the {} records could be processed", outcomes.len()).into());
     }
     Ok(response)
+}
+
+/// A record as the sender takes it: Lambda passes SQS's receive count and send time among the
+/// record's attributes.
+fn received(record: &SqsMessage) -> Received<'_> {
+    let attribute = |name: &str| record.attributes.get(name).and_then(|value| value.parse::<i64>().ok());
+    Received {
+        body: record.body.as_deref().unwrap_or_default(),
+        message_id: record.message_id.as_deref().unwrap_or_default(),
+        receive_count: attribute("ApproximateReceiveCount").and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+        sent_at: attribute("SentTimestamp").and_then(chrono::DateTime::from_timestamp_millis),
+    }
 }
 
 /// One CloudWatch Embedded Metric Format line: CloudWatch turns it into metrics, no API calls.

@@ -123,7 +123,7 @@ async fn handle(sender: Arc<Sender>, queue: LocalQueue, in_flight: Arc<Mutex<Has
                 store.put_task(&later()).await
             }
         },
-        MessageOutcome::TryAgainLater(_) => store.put_task(&later()).await,
+        MessageOutcome::TryAgainLater(_) | MessageOutcome::Held(_) => store.put_task(&later()).await,
     };
     if let Err(err) = result {
         tracing::error!(error = %err, task_id = %task.task_id, "cannot update the local queue");

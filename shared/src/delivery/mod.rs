@@ -6,15 +6,15 @@ mod batch;
 mod cidr;
 mod client;
 mod envelope;
+mod health;
 mod local_worker;
-mod retry;
 mod sender;
 
+pub use crate::domain::RetryPolicy;
 pub use address::{AddressPolicy, is_global};
 pub use batch::{emit_metrics, handle_sqs_event};
 pub use cidr::{Cidr, CidrList, canonical};
 pub use client::{AttemptOutcome, DeliveryClient, DeliveryClientError, DeliveryErrorKind, RESPONSE_HEAD_BYTES};
 pub use envelope::{SignedRequest, USER_AGENT, body, signed_request};
 pub use local_worker::LocalWorker;
-pub use retry::RetryPolicy;
-pub use sender::{MessageOutcome, Sender, Tally, Transient};
+pub use sender::{MessageOutcome, Received, Sender, Tally, Transient};

@@ -1,9 +1,16 @@
+//! The delivery log entry and its state machine: every rule for when an entry allows another
+//! attempt, who holds its claim, and what an attempt's outcome does under the retry policy, as
+//! pure transitions on data. The sender reads an entry, asks it, writes what it answers and
+//! sends; nothing here does I/O.
+
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::WebhookId;
+use super::{RetryPolicy, WebhookId};
 use crate::events::EventType;
 
 /// One event as the sender delivers it, after ingestion filled in every default. Kept with
@@ -92,7 +99,78 @@ pub struct DeliveryLog {
     pub version: u64,
 }
 
+/// What asks for an attempt; a queue task carries it, with its data, so messages in flight
+/// keep their meaning across upgrades.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Trigger {
+    /// An event's fan-out reached this webhook.
+    Fanout,
+    /// An operator's ping.
+    Ping,
+    /// A scheduled retry that performs attempt number `attempt`.
+    Retry { attempt: u32 },
+    /// An operator's request to send a finished delivery again: one more attempt after the
+    /// `after` made when they asked (`None` for requests queued before that was recorded).
+    Redeliver {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u32>,
+    },
+}
+
+/// What an entry answers when a trigger asks for an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Claim the entry, then make the next attempt.
+    Attempt,
+    /// Nothing to do: the attempt was made, or belongs to another series.
+    Skip(&'static str),
+    /// Another sender holds a live claim until then: the message must come back after it, or a
+    /// claim left by a sender that died would strand the delivery.
+    Held { until: DateTime<Utc> },
+    /// A retry arrived before its time (waits past the queue's delay cap hop): queue it again.
+    NotYet { attempt: u32, at: DateTime<Utc> },
+    /// The entry waits for a retry whose task was never queued (a failed send): queue it.
+    QueueLostRetry { attempt: u32, at: DateTime<Utc> },
+}
+
+/// What recording an attempt made of the entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Delivered,
+    /// Attempt number `attempt` is due at `at`, `delay` from now.
+    Retrying {
+        attempt: u32,
+        at: DateTime<Utc>,
+        delay: Duration,
+    },
+    /// No attempt is left (or none is allowed): the delivery failed. `gone` when the endpoint
+    /// answered 410, which also disables the webhook.
+    Failed {
+        gone: bool,
+    },
+}
+
+/// How an attempt went, as the state machine needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub attempt: Attempt,
+    pub succeeded: bool,
+    /// The receiver's `Retry-After`, already limited to the statuses that may ask (429, 503).
+    pub retry_after: Option<Duration>,
+}
+
+/// A retry that arrives this early is close enough to its time to go now.
+const EARLY_ENOUGH: chrono::Duration = chrono::Duration::seconds(1);
+/// Attempts kept in a log entry; redeliveries can add attempts without end.
+pub const MAX_LOGGED_ATTEMPTS: usize = 20;
+/// How long past its next attempt an entry is kept, whatever the retention: long enough to
+/// ride out a sender outage or a queue backlog.
+const RETRY_KEEPS_ENTRY: chrono::Duration = chrono::Duration::hours(24);
+
 impl DeliveryLog {
+    /// A new entry for `envelope`: not attempted, unclaimed. Its `created_at` is the event's,
+    /// so any sender handling the event (or a retry of it) can compute where it is stored.
     pub fn new(
         webhook_id: WebhookId,
         envelope: EventEnvelope,
@@ -105,7 +183,7 @@ impl DeliveryLog {
             event_type: envelope.event_type,
             state: DeliveryState::Queued,
             try_count: 0,
-            created_at: now,
+            created_at: envelope.created_at,
             updated_at: now,
             next_attempt_at: Some(now),
             attempts: Vec::new(),
@@ -120,5 +198,151 @@ impl DeliveryLog {
     /// Past retention: the stores treat it as gone even before they purge it.
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         self.expires_at < now.timestamp()
+    }
+
+    /// Whether `trigger` may make the next attempt now.
+    pub fn decide(&self, trigger: Trigger, now: DateTime<Utc>) -> Decision {
+        let live_lease = self.lease_until.filter(|until| *until > now);
+        if let Trigger::Redeliver { after: Some(after) } = trigger {
+            // One more attempt after `after`: once there is one, this request (or another made
+            // at the same point) is done, so a duplicated message sends once, in any order.
+            if self.try_count > after {
+                return Decision::Skip("this redelivery was already made");
+            }
+            // Only the entry the operator saw: finished, or claimed by this request and left
+            // unsent. A younger entry for the same event or one in a retry series keeps its
+            // own schedule.
+            if self.try_count < after || !(self.state.is_final() || self.is_claimed_unsent()) {
+                return Decision::Skip("not the delivery this redelivery was asked for");
+            }
+            return match live_lease {
+                Some(until) => Decision::Held { until },
+                None => Decision::Attempt,
+            };
+        }
+        if self.state.is_final() {
+            return match trigger {
+                Trigger::Redeliver { after: None } => Decision::Attempt,
+                _ => Decision::Skip("the delivery is already final"),
+            };
+        }
+        if let Some(until) = live_lease {
+            return Decision::Held { until };
+        }
+        let not_yet = self.next_attempt_at.filter(|at| *at > now + EARLY_ENOUGH);
+        match trigger {
+            Trigger::Redeliver { .. } => Decision::Attempt,
+            Trigger::Retry { attempt } if attempt != self.try_count + 1 => self.lost_retry(),
+            Trigger::Retry { attempt } => match not_yet {
+                Some(at) => Decision::NotYet { attempt, at },
+                None => Decision::Attempt,
+            },
+            // A redelivered fan-out message finds the entry in a retry series: the series'
+            // own task makes its next attempt.
+            Trigger::Fanout | Trigger::Ping if self.try_count > 0 && not_yet.is_some() => self.lost_retry(),
+            Trigger::Fanout | Trigger::Ping => Decision::Attempt,
+        }
+    }
+
+    /// Takes the entry for one attempt until `lease_until`.
+    pub fn claim(&mut self, trigger: Trigger, lease_until: DateTime<Utc>, now: DateTime<Utc>) {
+        if matches!(trigger, Trigger::Redeliver { .. }) {
+            self.state = DeliveryState::Retrying;
+            self.next_attempt_at = None;
+            self.retry_scheduled = false;
+        }
+        self.lease_until = Some(lease_until);
+        self.changed(now);
+    }
+
+    /// Records an attempt's outcome and the state it leads to under `policy`: a success is
+    /// final; a failure is retried while the schedule lasts, except a redelivery (one attempt)
+    /// and a `410 Gone` (the endpoint asked us to stop).
+    pub fn record(&mut self, outcome: Outcome, trigger: Trigger, policy: &RetryPolicy, now: DateTime<Utc>) -> Recorded {
+        let number = outcome.attempt.attempt;
+        let gone = outcome.attempt.status_code == Some(410);
+        self.attempts.push(outcome.attempt);
+        if self.attempts.len() > MAX_LOGGED_ATTEMPTS {
+            // Keep the item small: the first attempt and the latest.
+            self.attempts.drain(1..self.attempts.len() - MAX_LOGGED_ATTEMPTS + 1);
+        }
+        self.try_count = number;
+        self.lease_until = None;
+        self.retry_scheduled = false;
+        let may_retry = !gone && !matches!(trigger, Trigger::Redeliver { .. });
+        let recorded = if outcome.succeeded {
+            Recorded::Delivered
+        } else if let Some(delay) = may_retry.then(|| policy.delay_after(number, outcome.retry_after)).flatten() {
+            let at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+            Recorded::Retrying { attempt: number + 1, at, delay }
+        } else {
+            Recorded::Failed { gone }
+        };
+        match recorded {
+            Recorded::Delivered => {
+                self.state = DeliveryState::Succeeded;
+                self.next_attempt_at = None;
+            }
+            Recorded::Retrying { at, .. } => {
+                self.state = DeliveryState::Retrying;
+                self.next_attempt_at = Some(at);
+                // The retry continues from this entry: it must outlive the wait, however long
+                // a Retry-After made it.
+                self.expires_at = self.expires_at.max((at + RETRY_KEEPS_ENTRY).timestamp());
+            }
+            Recorded::Failed { .. } => {
+                self.state = DeliveryState::Failed;
+                self.next_attempt_at = None;
+            }
+        }
+        self.changed(now);
+        recorded
+    }
+
+    /// Notes that the task for the pending retry is on the queue. Set before the entry is
+    /// written, so it is part of the same write.
+    pub fn retry_queued(&mut self) {
+        self.retry_scheduled = true;
+    }
+
+    /// Notes that a lost retry task was queued again.
+    pub fn requeued(&mut self, now: DateTime<Utc>) {
+        self.retry_scheduled = true;
+        self.changed(now);
+    }
+
+    /// Ends a pending delivery to a disabled webhook as failed, so it does not sit in
+    /// `retrying` for good; `recover` sends it once the webhook is enabled again. `false` when
+    /// the entry is already final.
+    pub fn fail_pending(&mut self, now: DateTime<Utc>) -> bool {
+        if self.state.is_final() {
+            return false;
+        }
+        self.state = DeliveryState::Failed;
+        self.next_attempt_at = None;
+        self.lease_until = None;
+        self.changed(now);
+        true
+    }
+
+    /// Claimed by a redelivery and not sent yet.
+    fn is_claimed_unsent(&self) -> bool {
+        self.state == DeliveryState::Retrying && self.next_attempt_at.is_none()
+    }
+
+    fn lost_retry(&self) -> Decision {
+        match self.next_attempt_at {
+            Some(at) if !self.retry_scheduled && self.state == DeliveryState::Retrying => {
+                Decision::QueueLostRetry { attempt: self.try_count + 1, at }
+            }
+            _ => Decision::Skip("another task makes this attempt"),
+        }
+    }
+
+    /// Every change goes through here: the stores write an entry only over the version it
+    /// was read at, so the bump is what makes each transition a conditional write.
+    fn changed(&mut self, now: DateTime<Utc>) {
+        self.updated_at = now;
+        self.version += 1;
     }
 }

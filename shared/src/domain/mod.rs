@@ -2,9 +2,13 @@
 //! exists, it is valid, and nothing past the HTTP adapters re-checks it.
 
 mod delivery;
+mod retry;
 mod webhook;
 
-pub use delivery::{Attempt, DeliveryLog, DeliveryState, EventEnvelope};
+pub use delivery::{
+    Attempt, Decision, DeliveryLog, DeliveryState, EventEnvelope, MAX_LOGGED_ATTEMPTS, Outcome, Recorded, Trigger,
+};
+pub use retry::RetryPolicy;
 pub use webhook::{
     MessageFormat, RotatedSecret, SecretToken, Webhook, WebhookId, WebhookName, WebhookState, WebhookUrl,
     dedup_event_types,

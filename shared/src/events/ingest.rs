@@ -8,8 +8,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::EventType;
-use crate::domain::{EventEnvelope, ParseError};
-use crate::queue::{DeliverReason, QueueTask};
+use crate::domain::{EventEnvelope, ParseError, Trigger};
+use crate::queue::QueueTask;
 
 /// Largest accepted event payload, serialised. It keeps a log entry (payload, attempts and
 /// keys) under DynamoDB's 400 KB item limit and a task message under SQS's 256 KiB limit.
@@ -74,7 +74,7 @@ fn parse_value(
         // Producers can write to the same queue: a task's payload is held to the same rules
         // as an event's, and a ping carries only a ping.
         let QueueTask::Deliver(deliver) = &task;
-        if deliver.reason == DeliverReason::Ping && deliver.envelope.event_type != EventType::Ping {
+        if deliver.trigger == Trigger::Ping && deliver.envelope.event_type != EventType::Ping {
             return Err(ParseError::new("a ping task must carry a ping event"));
         }
         deliver.envelope.event_type.validate(&deliver.envelope.event)?;

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 pub use dead_letter::{DeadLetters, FileDeadLetters, SqsDeadLetters};
 pub use local::LocalQueue;
 pub use sqs::SqsQueue;
-pub use task::{DeliverReason, DeliverTask, QueueTask};
+pub use task::{DeliverTask, QueueTask};
 
 use crate::domain::EventEnvelope;
 

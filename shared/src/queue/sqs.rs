@@ -20,10 +20,17 @@ impl SqsQueue {
     }
 }
 
+/// SQS counts delays in whole seconds: a wait is rounded up, so a retry never goes early (a
+/// jittered 0.8 s must not become 0), and capped at [`MAX_QUEUE_DELAY`].
+fn delay_seconds(delay: Duration) -> i32 {
+    let whole = delay.min(MAX_QUEUE_DELAY).as_secs_f64().ceil();
+    whole as i32
+}
+
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send(&self, message: &QueueMessage, delay: Duration) -> Result<(), QueueError> {
-        let delay_seconds = delay.min(MAX_QUEUE_DELAY).as_secs() as i32;
+        let delay_seconds = delay_seconds(delay);
         self.client
             .send_message()
             .queue_url(&self.queue_url)
@@ -37,7 +44,7 @@ impl Queue for SqsQueue {
 
     /// Ten messages per `SendMessageBatch` call, SQS's maximum.
     async fn send_batch(&self, messages: &[QueueMessage], delay: Duration) -> Result<(), QueueError> {
-        let delay_seconds = delay.min(MAX_QUEUE_DELAY).as_secs() as i32;
+        let delay_seconds = delay_seconds(delay);
         for chunk in messages.chunks(10) {
             let mut request = self.client.send_message_batch().queue_url(&self.queue_url);
             for (i, message) in chunk.iter().enumerate() {
@@ -60,5 +67,19 @@ impl Queue for SqsQueue {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_round_up_to_whole_seconds_and_stop_at_the_cap() {
+        assert_eq!(delay_seconds(Duration::ZERO), 0);
+        assert_eq!(delay_seconds(Duration::from_millis(800)), 1);
+        assert_eq!(delay_seconds(Duration::from_millis(1200)), 2);
+        assert_eq!(delay_seconds(Duration::from_secs(5)), 5);
+        assert_eq!(delay_seconds(Duration::from_secs(3600)), 900);
     }
 }

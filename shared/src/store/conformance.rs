@@ -9,7 +9,7 @@ use chrono::{Duration, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Cursor, PageRequest, PendingTask, Store, StoreError};
+use super::{Cursor, PageRequest, PendingTask, Read, Store, StoreError};
 use crate::domain::{
     Attempt, DeliveryLog, DeliveryState, EventEnvelope, SecretToken, Webhook, WebhookId, WebhookName, WebhookUrl,
 };
@@ -61,8 +61,69 @@ where
     a_payload_reads_back_with_the_same_bytes(fresh().await.as_ref()).await;
     deliveries_list_newest_first_filtered_and_paginated(fresh().await.as_ref()).await;
     deliveries_since_returns_only_that_state_after_the_time(fresh().await.as_ref()).await;
-    tasks_come_due_in_order_and_go_when_deleted(fresh().await.as_ref()).await;
     an_entry_past_retention_is_gone_before_any_purge(fresh().await.as_ref()).await;
+    entries_load_by_their_key_one_at_a_time_and_together(fresh().await.as_ref()).await;
+    a_run_of_failures_keeps_its_start_until_restarted_or_cleared(fresh().await.as_ref()).await;
+    succeeded_since_sees_only_successes_from_that_time(fresh().await.as_ref()).await;
+}
+
+async fn entries_load_by_their_key_one_at_a_time_and_together(store: &dyn Store) {
+    let webhook_id = WebhookId::new();
+    let stored = delivery(webhook_id, Utc::now() - Duration::minutes(3));
+    let missing = delivery(webhook_id, Utc::now());
+    assert!(store.insert_delivery(&stored).await.expect("insert"));
+
+    let one = store.load_delivery(&stored.key(), Read::MaybeStale).await.expect("load");
+    let none = store.load_delivery(&missing.key(), Read::Latest).await.expect("load missing");
+    let both = store.load_deliveries(&[missing.key(), stored.key()]).await.expect("load both");
+
+    assert_eq!(one.as_ref(), Some(&stored));
+    assert_eq!(none, None);
+    assert_eq!(both, vec![None, Some(stored)]);
+}
+
+async fn a_run_of_failures_keeps_its_start_until_restarted_or_cleared(store: &dyn Store) {
+    let id = WebhookId::new();
+    let start = Utc::now() - Duration::hours(1);
+    let t = |minutes: i64| {
+        let at = start + Duration::minutes(minutes);
+        chrono::DateTime::from_timestamp_millis(at.timestamp_millis()).expect("time")
+    };
+
+    let first = store.note_failure(id, t(0)).await.expect("note");
+    let second = store.note_failure(id, t(1)).await.expect("note again");
+    store.restart_failures(id, t(2)).await.expect("restart");
+    let restarted = store.note_failure(id, t(3)).await.expect("note after restart");
+    store.clear_failures(id).await.expect("clear");
+    let cleared = store.note_failure(id, t(4)).await.expect("note after clear");
+    let other = store.note_failure(WebhookId::new(), t(5)).await.expect("another webhook");
+
+    assert_eq!((first, second), (t(0), t(0)), "a run keeps the time it began");
+    assert_eq!(restarted, t(2));
+    assert_eq!(cleared, t(4));
+    assert_eq!(other, t(5), "each webhook has its own run");
+}
+
+async fn succeeded_since_sees_only_successes_from_that_time(store: &dyn Store) {
+    let webhook_id = WebhookId::new();
+    let now = Utc::now();
+    let mut old_success = delivery(webhook_id, now - Duration::hours(3));
+    old_success.state = DeliveryState::Succeeded;
+    old_success.updated_at = now - Duration::hours(2);
+    let mut recent_failure = delivery(webhook_id, now - Duration::minutes(30));
+    recent_failure.state = DeliveryState::Failed;
+    recent_failure.updated_at = now - Duration::minutes(20);
+    for entry in [&old_success, &recent_failure] {
+        assert!(store.insert_delivery(entry).await.expect("insert"));
+    }
+
+    let since_hour = store.succeeded_since(webhook_id, now - Duration::hours(1)).await.expect("since an hour");
+    let since_day = store.succeeded_since(webhook_id, now - Duration::days(1)).await.expect("since a day");
+    let elsewhere = store.succeeded_since(WebhookId::new(), now - Duration::days(1)).await.expect("another");
+
+    assert!(!since_hour, "the only success is older");
+    assert!(since_day);
+    assert!(!elsewhere);
 }
 
 async fn an_entry_past_retention_is_gone_before_any_purge(store: &dyn Store) {
@@ -433,7 +494,7 @@ async fn deliveries_since_returns_only_that_state_after_the_time(store: &dyn Sto
     assert_eq!(found.iter().map(|e| e.event_id).collect::<Vec<_>>(), vec![new_failed.event_id]);
 }
 
-async fn tasks_come_due_in_order_and_go_when_deleted(store: &dyn Store) {
+pub(crate) async fn tasks_come_due_in_order_and_go_when_deleted(store: &dyn Store) {
     let now = Utc::now();
     let later = PendingTask { task_id: Uuid::new_v4(), due_at: now + Duration::seconds(30), body: "later".into() };
     let soon = PendingTask { task_id: Uuid::new_v4(), due_at: now - Duration::seconds(1), body: "soon".into() };

@@ -1,40 +1,39 @@
 //! The AWS store: one DynamoDB table holds every kind of record, told apart by key prefixes.
+//! `docs/storage.md` explains the layout and what each step of a delivery costs.
 //!
 //! # Table (the SAM template mirrors [`TableDefinition::describe`])
 //!
-//! - Partition key `pk` (S), sort key `sk` (S); on-demand billing (`PAY_PER_REQUEST`).
-//! - Global secondary index `gsi1`: partition key `gsi1pk` (S), sort key `gsi1sk` (S),
-//!   projection `ALL`.
-//! - Time to live on the number attribute `expires_at` (unix seconds).
+//! - Partition key `pk` (S), sort key `sk` (S); on-demand billing (`PAY_PER_REQUEST`); no
+//!   secondary index. Time to live on the number attribute `expires_at` (unix seconds).
 //!
-//! | record       | `pk`               | `sk`                   | `gsi1pk`           | `gsi1sk`         |
-//! |--------------|--------------------|------------------------|--------------------|------------------|
-//! | webhook      | `WEBHOOKS`         | `WEBHOOK#{webhook_id}` |                    |                  |
-//! | subscription | `SUB#{event_type}` | `WEBHOOK#{webhook_id}` |                    |                  |
-//! | delivery log | `LOG#{webhook_id}` | `EVENT#{event_id}`     | `LOG#{webhook_id}` | `{created_at}#{event_id}` |
-//! | pending task | `TASKS`            | `{due_at}#{task_id}`   |                    |                  |
-//! | task pointer | `TASK#{task_id}`   | `TASK`                 |                    |                  |
+//! | record            | `pk`                 | `sk`                         | other attributes |
+//! |-------------------|----------------------|------------------------------|------------------|
+//! | webhook           | `WEBHOOKS`           | `WEBHOOK#{webhook_id}`       | the webhook's fields |
+//! | subscription      | `SUB#{event_type}`   | `WEBHOOK#{webhook_id}`       | a copy of the webhook's fields |
+//! | run of failures   | `FAILING#{webhook_id}` | `FAILING`                  | `since` (unix ms) |
+//! | delivery log      | `LOG#{webhook_id}`   | `T#{created_us}#{event_id}`  | `st`, `v`, `u`, `expires_at`, `d` |
 //!
-//! `{created_at}` is RFC 3339 UTC with exactly nine fractional digits
-//! (`2026-11-28T13:45:00.123456789Z`) so that string order is time order at full precision;
-//! `{due_at}` is unix microseconds, zero-padded to 20 digits. Ids are lowercase hyphenated
-//! UUIDs, whose string order is their byte order. Every record's own fields sit next to its
-//! keys as ordinary attributes (mapped with `serde_dynamo`), except a log entry's event
-//! payload, kept as JSON text in `envelope.event_json` so that its bytes survive.
+//! `{created_us}` is the event's creation time in unix microseconds, zero-padded to 16 digits,
+//! so a webhook's log is its partition in time order: listing newest first, the state filter
+//! and `recover --since` are Queries of the table, and no index item is written per delivery.
+//! A log item keeps the entry as deflated JSON in `d` (the event payload with it, so a retry
+//! sends the bytes the first attempt sent) and, beside it, the few attributes that conditions
+//! and filters read: `st` (state), `v` (version), `u` (last change, unix seconds).
 //!
-//! Why this shape:
-//! - Webhooks share one partition so that a Query lists them in id order. There are few and
-//!   they change rarely, so the single partition is not a hot spot.
-//! - One subscription item per (event type, webhook) makes the sender's fan-out a Query of one
-//!   partition plus a BatchGetItem: it costs O(subscribers), never O(webhooks). Every write
-//!   that changes a webhook's `event_types` changes its subscription items in the same
-//!   TransactWriteItems, conditional on the webhook's `version`.
-//! - Delivery logs are keyed by (webhook, event) in the table, so `insert_delivery` is a
-//!   conditional put (at-least-once dedup), and by creation time in `gsi1` for newest-first
-//!   listing. TTL forgets them. A GSI is eventually consistent: a list right after an insert
-//!   can miss the new entry for a moment; `get_delivery` never does.
-//! - Tasks sort by due time in one partition. The pointer item maps a task id to its sort
-//!   key, so deleting or rescheduling a task by id needs no scan.
+//! Why this shape (a delivery's happy path is one Query share and one PutItem of < 1 KB):
+//! - A subscription item carries a copy of its webhook, so an event's fan-out is one
+//!   eventually consistent Query of one partition, O(subscribers), never O(webhooks). Every
+//!   write of a webhook rewrites its copies in the same TransactWriteItems, conditional on its
+//!   `version`; webhooks change rarely.
+//! - The log item's key is computable from the message a sender handles (webhook, event id and
+//!   time), so the sender writes an entry once, after the attempt, with a condition that it
+//!   does not exist yet: the at-least-once dedup costs no read.
+//! - Successes write nothing but their log entry. Failures note the start of a run of
+//!   failures in a small item of its own, with no condition, so they never contend.
+//!
+//! Items written by the first layout (log entries under `EVENT#{event_id}` with a `gsi1`
+//! index, subscription items without a webhook copy) still read: a sender that meets one moves
+//! it to this layout, and [`migrate_legacy_layout`] moves them all.
 //!
 //! Cursors encode the key of the last item *returned*, never DynamoDB's `LastEvaluatedKey`:
 //! filters and the one-item look-ahead (to know whether another page exists) read past the
@@ -47,18 +46,19 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex, IndexStatus, KeySchemaElement,
-    KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ScalarAttributeType, TableDescription, TableStatus,
-    TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, IndexStatus, KeySchemaElement, KeyType,
+    KeysAndAttributes, Put, ReturnValue, ScalarAttributeType, TableDescription, TableStatus, TimeToLiveSpecification,
+    TimeToLiveStatus, TransactWriteItem,
 };
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Cursor, Page, PageRequest, PendingTask, Store, StoreError};
-use crate::domain::{DeliveryLog, DeliveryState, Webhook, WebhookId};
+use super::{Cursor, DeliveryKey, Page, PageRequest, Read, Store, StoreError};
+use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, Webhook, WebhookId};
 use crate::events::EventType;
 
 #[cfg(test)]
@@ -68,9 +68,13 @@ mod tests;
 type Item = HashMap<String, AttributeValue>;
 
 const WEBHOOKS_PARTITION: &str = "WEBHOOKS";
-const TASKS_PARTITION: &str = "TASKS";
-const TASK_POINTER_SORT: &str = "TASK";
 const WEBHOOK_SORT_PREFIX: &str = "WEBHOOK#";
+const FAILING_SORT: &str = "FAILING";
+/// Log items of this layout sort under this prefix; the first layout's under `EVENT#`.
+const LOG_SORT_PREFIX: &str = "T#";
+const LEGACY_LOG_SORT_PREFIX: &str = "EVENT#";
+/// Largest inflated log entry accepted: the 400 KB item limit holds far less once deflated.
+const MAX_ENTRY_JSON_BYTES: usize = 4 << 20;
 
 /// BatchGetItem takes at most 100 keys per call.
 const BATCH_GET_MAX_KEYS: usize = 100;
@@ -91,9 +95,6 @@ pub struct TableDefinition;
 impl TableDefinition {
     pub const PARTITION_KEY: &'static str = "pk";
     pub const SORT_KEY: &'static str = "sk";
-    pub const INDEX_NAME: &'static str = "gsi1";
-    pub const INDEX_PARTITION_KEY: &'static str = "gsi1pk";
-    pub const INDEX_SORT_KEY: &'static str = "gsi1sk";
     pub const TTL_ATTRIBUTE: &'static str = "expires_at";
 
     /// The `Properties` of the `AWS::DynamoDB::Table` resource (without `TableName`), as YAML
@@ -106,39 +107,23 @@ AttributeDefinitions:
     AttributeType: S
   - AttributeName: {sk}
     AttributeType: S
-  - AttributeName: {gpk}
-    AttributeType: S
-  - AttributeName: {gsk}
-    AttributeType: S
 KeySchema:
   - AttributeName: {pk}
     KeyType: HASH
   - AttributeName: {sk}
     KeyType: RANGE
-GlobalSecondaryIndexes:
-  - IndexName: {index}
-    KeySchema:
-      - AttributeName: {gpk}
-        KeyType: HASH
-      - AttributeName: {gsk}
-        KeyType: RANGE
-    Projection:
-      ProjectionType: ALL
 TimeToLiveSpecification:
   AttributeName: {ttl}
   Enabled: true
 ",
             pk = Self::PARTITION_KEY,
             sk = Self::SORT_KEY,
-            gpk = Self::INDEX_PARTITION_KEY,
-            gsk = Self::INDEX_SORT_KEY,
-            index = Self::INDEX_NAME,
             ttl = Self::TTL_ATTRIBUTE,
         )
     }
 
-    /// Creates the table (or accepts an existing one of the same shape), waits until it and
-    /// its index are ACTIVE, then turns on TTL.
+    /// Creates the table (or accepts an existing one with the same keys), waits until it and
+    /// any index are ACTIVE, then turns on TTL.
     pub async fn create(client: &Client, table_name: &str) -> Result<(), StoreError> {
         let string_attribute = |name: &str| {
             AttributeDefinition::builder()
@@ -150,24 +135,14 @@ TimeToLiveSpecification:
         let key = |name: &str, key_type: KeyType| {
             KeySchemaElement::builder().attribute_name(name).key_type(key_type).build().map_err(backend)
         };
-        let index = GlobalSecondaryIndex::builder()
-            .index_name(Self::INDEX_NAME)
-            .key_schema(key(Self::INDEX_PARTITION_KEY, KeyType::Hash)?)
-            .key_schema(key(Self::INDEX_SORT_KEY, KeyType::Range)?)
-            .projection(Projection::builder().projection_type(ProjectionType::All).build())
-            .build()
-            .map_err(backend)?;
         let created = client
             .create_table()
             .table_name(table_name)
             .billing_mode(BillingMode::PayPerRequest)
             .attribute_definitions(string_attribute(Self::PARTITION_KEY)?)
             .attribute_definitions(string_attribute(Self::SORT_KEY)?)
-            .attribute_definitions(string_attribute(Self::INDEX_PARTITION_KEY)?)
-            .attribute_definitions(string_attribute(Self::INDEX_SORT_KEY)?)
             .key_schema(key(Self::PARTITION_KEY, KeyType::Hash)?)
             .key_schema(key(Self::SORT_KEY, KeyType::Range)?)
-            .global_secondary_indexes(index)
             .send()
             .await;
         if let Err(err) = created {
@@ -213,14 +188,8 @@ TimeToLiveSpecification:
         };
         let expected_keys =
             vec![(Self::PARTITION_KEY.to_owned(), KeyType::Hash), (Self::SORT_KEY.to_owned(), KeyType::Range)];
-        let expected_index_keys = vec![
-            (Self::INDEX_PARTITION_KEY.to_owned(), KeyType::Hash),
-            (Self::INDEX_SORT_KEY.to_owned(), KeyType::Range),
-        ];
-        let index_ok = table.global_secondary_indexes().iter().any(|index| {
-            index.index_name() == Some(Self::INDEX_NAME) && keys(index.key_schema()) == expected_index_keys
-        });
-        if keys(table.key_schema()) == expected_keys && index_ok {
+        // Extra indexes (the first layout's `gsi1`) cost writes but break nothing.
+        if keys(table.key_schema()) == expected_keys {
             Ok(())
         } else {
             Err(StoreError::Backend(format!(
@@ -277,8 +246,8 @@ impl DynamoStore {
 // The serde field names below are `TableDefinition`'s key constants; the expressions in the
 // queries spell them out too.
 
-/// A table key; also the position a webhook-list cursor carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A table key; also the position a cursor carries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 struct Key {
     pk: String,
     sk: String,
@@ -293,33 +262,16 @@ impl Key {
         Self { pk: subscription_partition(event_type), sk: webhook_sort(id) }
     }
 
-    fn log(webhook_id: WebhookId, event_id: Uuid) -> Self {
-        Self { pk: log_partition(webhook_id), sk: format!("EVENT#{event_id}") }
+    fn failing(id: WebhookId) -> Self {
+        Self { pk: format!("FAILING#{id}"), sk: FAILING_SORT.to_owned() }
     }
 
-    fn task(sort: String) -> Self {
-        Self { pk: TASKS_PARTITION.to_owned(), sk: sort }
+    fn log(key: &DeliveryKey) -> Self {
+        Self { pk: log_partition(key.webhook_id), sk: log_sort(key.created_at, key.event_id) }
     }
 
-    fn task_pointer(task_id: Uuid) -> Self {
-        Self { pk: format!("TASK#{task_id}"), sk: TASK_POINTER_SORT.to_owned() }
-    }
-}
-
-/// A table key plus index key: what resuming a query of `gsi1` needs, and what a log-list
-/// cursor carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct IndexedKey {
-    pk: String,
-    sk: String,
-    gsi1pk: String,
-    gsi1sk: String,
-}
-
-impl IndexedKey {
-    fn log(entry: &DeliveryLog) -> Self {
-        let Key { pk, sk } = Key::log(entry.webhook_id, entry.event_id);
-        Self { gsi1pk: pk.clone(), gsi1sk: format!("{}#{}", time_key(entry.created_at), entry.event_id), pk, sk }
+    fn legacy_log(webhook_id: WebhookId, event_id: Uuid) -> Self {
+        Self { pk: log_partition(webhook_id), sk: format!("{LEGACY_LOG_SORT_PREFIX}{event_id}") }
     }
 }
 
@@ -338,39 +290,10 @@ impl<T> Keyed<T> {
     }
 }
 
-/// A record stored under a table key and an index key.
+/// The first layout's subscription item: only which webhook, so a fan-out read the webhooks.
 #[derive(Serialize, Deserialize)]
-struct Indexed<T> {
-    pk: String,
-    sk: String,
-    gsi1pk: String,
-    gsi1sk: String,
-    #[serde(flatten)]
-    record: T,
-}
-
-impl<T> Indexed<T> {
-    fn new(key: IndexedKey, record: T) -> Self {
-        Self { pk: key.pk, sk: key.sk, gsi1pk: key.gsi1pk, gsi1sk: key.gsi1sk, record }
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct Subscription {
+struct LegacySubscription {
     webhook_id: WebhookId,
-    event_type: EventType,
-}
-
-#[derive(Serialize, Deserialize)]
-struct TaskRecord {
-    task_id: Uuid,
-    due_at: DateTime<Utc>,
-    body: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct TaskPointer {
-    task_sk: String,
 }
 
 fn webhook_sort(id: WebhookId) -> String {
@@ -385,17 +308,14 @@ fn log_partition(webhook_id: WebhookId) -> String {
     format!("LOG#{webhook_id}")
 }
 
+/// Times before 1970 clamp to zero, keeping the key a fixed-width number whose string order is
+/// time order.
 fn time_key(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
+    format!("{:016}", at.timestamp_micros().max(0))
 }
 
-/// Times before 1970 cannot be pending; clamping keeps the key a fixed-width number.
-fn due_key(at: DateTime<Utc>) -> String {
-    format!("{:020}", at.timestamp_micros().max(0))
-}
-
-fn task_sort(task: &PendingTask) -> String {
-    format!("{}#{}", due_key(task.due_at), task.task_id)
+fn log_sort(created_at: DateTime<Utc>, event_id: Uuid) -> String {
+    format!("{LOG_SORT_PREFIX}{}#{event_id}", time_key(created_at))
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Item, StoreError> {
@@ -408,27 +328,197 @@ fn decode<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
         .map_err(|err| StoreError::Backend(format!("cannot decode a DynamoDB item: {err}")))
 }
 
-/// Where a log item keeps its event payload: JSON text inside the envelope map. As native
-/// attributes, DynamoDB would normalise numbers (`1.0` reads back as `1`), and a retry would
-/// not send the bytes the first attempt sent. Items written before keep `event` as a map.
-const PAYLOAD_JSON: &str = "event_json";
+/// The log item's attributes besides its keys. Short names: every byte of an item is paid
+/// for on every write.
+mod log_item {
+    pub const STATE: &str = "st";
+    pub const VERSION: &str = "v";
+    pub const UPDATED: &str = "u";
+    pub const ENTRY: &str = "d";
+}
 
-fn encode_delivery(entry: &DeliveryLog) -> Result<Item, StoreError> {
-    let mut item = encode(&Indexed::new(IndexedKey::log(entry), entry))?;
-    let payload = serde_json::to_string(&entry.envelope.event).map_err(StoreError::backend)?;
-    match item.get_mut("envelope") {
-        Some(AttributeValue::M(envelope)) => {
-            envelope.remove("event");
-            envelope.insert(PAYLOAD_JSON.to_owned(), AttributeValue::S(payload));
-            Ok(item)
+/// A log entry inside its item, before deflating: short names and unix-nanosecond times,
+/// since every byte is paid for on every write. The webhook and event ids are in the keys;
+/// the event's creation time is the entry's.
+#[derive(Serialize, Deserialize)]
+struct StoredEntry {
+    #[serde(rename = "t")]
+    event_type: EventType,
+    #[serde(rename = "s")]
+    state: DeliveryState,
+    #[serde(rename = "n")]
+    try_count: u32,
+    #[serde(rename = "c", with = "chrono::serde::ts_nanoseconds")]
+    created_at: DateTime<Utc>,
+    #[serde(rename = "u", with = "chrono::serde::ts_nanoseconds")]
+    updated_at: DateTime<Utc>,
+    #[serde(rename = "x", default, with = "chrono::serde::ts_nanoseconds_option")]
+    next_attempt_at: Option<DateTime<Utc>>,
+    #[serde(rename = "a", default)]
+    attempts: Vec<StoredAttempt>,
+    #[serde(rename = "l", default, with = "chrono::serde::ts_nanoseconds_option")]
+    lease_until: Option<DateTime<Utc>>,
+    #[serde(rename = "r", default)]
+    retry_scheduled: bool,
+    #[serde(rename = "e")]
+    expires_at: i64,
+    #[serde(rename = "v")]
+    version: u64,
+    #[serde(rename = "i")]
+    instance_id: Uuid,
+    #[serde(rename = "m")]
+    instance_name: String,
+    #[serde(rename = "p")]
+    event: serde_json::Value,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredAttempt {
+    #[serde(rename = "n")]
+    attempt: u32,
+    #[serde(rename = "t", with = "chrono::serde::ts_nanoseconds")]
+    at: DateTime<Utc>,
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    status_code: Option<u16>,
+    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(rename = "d")]
+    duration_ms: u64,
+    #[serde(rename = "h", default, skip_serializing_if = "Option::is_none")]
+    response_head: Option<String>,
+}
+
+impl StoredEntry {
+    /// Names every field, so a field added to `DeliveryLog` does not compile until it is
+    /// stored here too.
+    fn of(entry: &DeliveryLog) -> Self {
+        let DeliveryLog {
+            webhook_id: _,
+            event_id: _,
+            event_type,
+            state,
+            try_count,
+            created_at,
+            updated_at,
+            next_attempt_at,
+            attempts,
+            envelope,
+            lease_until,
+            retry_scheduled,
+            expires_at,
+            version,
+        } = entry;
+        Self {
+            event_type: *event_type,
+            state: *state,
+            try_count: *try_count,
+            created_at: *created_at,
+            updated_at: *updated_at,
+            next_attempt_at: *next_attempt_at,
+            attempts: attempts
+                .iter()
+                .map(|a| StoredAttempt {
+                    attempt: a.attempt,
+                    at: a.at,
+                    status_code: a.status_code,
+                    error: a.error.clone(),
+                    duration_ms: a.duration_ms,
+                    response_head: a.response_head.clone(),
+                })
+                .collect(),
+            lease_until: *lease_until,
+            retry_scheduled: *retry_scheduled,
+            expires_at: *expires_at,
+            version: *version,
+            instance_id: envelope.instance_id,
+            instance_name: envelope.instance_name.clone(),
+            event: envelope.event.clone(),
         }
-        _ => Err(StoreError::Backend("a log entry encoded without its envelope".into())),
+    }
+
+    fn into_entry(self, webhook_id: WebhookId, event_id: Uuid) -> DeliveryLog {
+        DeliveryLog {
+            webhook_id,
+            event_id,
+            event_type: self.event_type,
+            state: self.state,
+            try_count: self.try_count,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            next_attempt_at: self.next_attempt_at,
+            attempts: self
+                .attempts
+                .into_iter()
+                .map(|a| Attempt {
+                    attempt: a.attempt,
+                    at: a.at,
+                    status_code: a.status_code,
+                    error: a.error,
+                    duration_ms: a.duration_ms,
+                    response_head: a.response_head,
+                })
+                .collect(),
+            envelope: EventEnvelope {
+                event_id,
+                event_type: self.event_type,
+                event: self.event,
+                instance_id: self.instance_id,
+                instance_name: self.instance_name,
+                created_at: self.created_at,
+            },
+            lease_until: self.lease_until,
+            retry_scheduled: self.retry_scheduled,
+            expires_at: self.expires_at,
+            version: self.version,
+        }
     }
 }
 
-fn decode_delivery(mut item: Item) -> Result<DeliveryLog, StoreError> {
+/// A log entry as an item: the deflated entry, plus what conditions and filters read.
+fn encode_delivery(entry: &DeliveryLog) -> Result<Item, StoreError> {
+    let json = serde_json::to_vec(&StoredEntry::of(entry)).map_err(StoreError::backend)?;
+    let deflated = miniz_oxide::deflate::compress_to_vec(&json, 9);
+    let Key { pk, sk } = Key::log(&entry.key());
+    Ok(HashMap::from([
+        (TableDefinition::PARTITION_KEY.to_owned(), AttributeValue::S(pk)),
+        (TableDefinition::SORT_KEY.to_owned(), AttributeValue::S(sk)),
+        (log_item::STATE.to_owned(), AttributeValue::S(entry.state.as_str().to_owned())),
+        (log_item::VERSION.to_owned(), AttributeValue::N(entry.version.to_string())),
+        (log_item::UPDATED.to_owned(), AttributeValue::N(entry.updated_at.timestamp().to_string())),
+        (TableDefinition::TTL_ATTRIBUTE.to_owned(), AttributeValue::N(entry.expires_at.to_string())),
+        (log_item::ENTRY.to_owned(), AttributeValue::B(Blob::new(deflated))),
+    ]))
+}
+
+fn decode_delivery(item: Item) -> Result<DeliveryLog, StoreError> {
+    let Some(AttributeValue::B(deflated)) = item.get(log_item::ENTRY) else {
+        return decode_legacy_delivery(item);
+    };
+    let (webhook_id, event_id) = match (item.get("pk"), item.get("sk")) {
+        (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) => {
+            let webhook_id = pk.strip_prefix("LOG#").and_then(|id| Uuid::parse_str(id).ok());
+            let event_id = sk.rsplit('#').next().and_then(|id| Uuid::parse_str(id).ok());
+            match (webhook_id, event_id) {
+                (Some(w), Some(e)) => (WebhookId::from(w), e),
+                _ => return Err(StoreError::Backend(format!("a log item with a malformed key: {pk} {sk}"))),
+            }
+        }
+        _ => return Err(StoreError::Backend("a log item without its key".into())),
+    };
+    let json = miniz_oxide::inflate::decompress_to_vec_with_limit(deflated.as_ref(), MAX_ENTRY_JSON_BYTES)
+        .map_err(|err| StoreError::Backend(format!("a log item does not inflate: {err:?}")))?;
+    let stored: StoredEntry = serde_json::from_slice(&json)
+        .map_err(|err| StoreError::Backend(format!("a log item does not decode: {err}")))?;
+    Ok(stored.into_entry(webhook_id, event_id))
+}
+
+/// Where a first-layout log item keeps its event payload: JSON text inside the envelope map.
+/// Items older still keep `event` as a map.
+const LEGACY_PAYLOAD_JSON: &str = "event_json";
+
+fn decode_legacy_delivery(mut item: Item) -> Result<DeliveryLog, StoreError> {
     let payload = match item.get_mut("envelope") {
-        Some(AttributeValue::M(envelope)) => match envelope.remove(PAYLOAD_JSON) {
+        Some(AttributeValue::M(envelope)) => match envelope.remove(LEGACY_PAYLOAD_JSON) {
             Some(AttributeValue::S(json)) => {
                 envelope.insert("event".to_owned(), AttributeValue::Null(true));
                 Some(json)
@@ -437,16 +527,40 @@ fn decode_delivery(mut item: Item) -> Result<DeliveryLog, StoreError> {
         },
         _ => None,
     };
-    let mut entry = decode::<Indexed<DeliveryLog>>(item)?.record;
+    let mut entry = decode::<DeliveryLog>(item)?;
     if let Some(json) = payload {
         entry.envelope.event = serde_json::from_str(&json)
             .map_err(|err| StoreError::Backend(format!("a log entry's payload is not JSON: {err}")))?;
     }
+    // This layout finds an entry by its event's time; the first one kept the entry's own.
+    entry.created_at = entry.envelope.created_at;
     Ok(entry)
+}
+
+fn is_legacy_log_item(item: &Item) -> bool {
+    matches!(item.get(TableDefinition::SORT_KEY), Some(AttributeValue::S(sk)) if sk.starts_with(LEGACY_LOG_SORT_PREFIX))
+}
+
+/// A subscription item: a copy of its webhook, or the first layout's pointer to it.
+enum SubscriptionItem {
+    Copy(Box<Webhook>),
+    Pointer(WebhookId),
+}
+
+fn decode_subscription(item: Item) -> Result<SubscriptionItem, StoreError> {
+    if item.contains_key("url") {
+        Ok(SubscriptionItem::Copy(Box::new(decode::<Keyed<Webhook>>(item)?.record)))
+    } else {
+        Ok(SubscriptionItem::Pointer(decode::<Keyed<LegacySubscription>>(item)?.record.webhook_id))
+    }
 }
 
 fn string(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
+}
+
+fn number(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
 }
 
 /// The SDK's own `Display` stops at "service error"; the context chain names the cause.
@@ -492,7 +606,7 @@ impl Condition {
         Self {
             expression: "attribute_not_exists(pk) OR #expires_at < :now",
             names: Some(HashMap::from([("#expires_at".to_owned(), TableDefinition::TTL_ATTRIBUTE.to_owned())])),
-            values: Some(HashMap::from([(":now".to_owned(), AttributeValue::N(now.timestamp().to_string()))])),
+            values: Some(HashMap::from([(":now".to_owned(), number(now.timestamp()))])),
         }
     }
 
@@ -506,51 +620,53 @@ impl Condition {
     }
 
     fn version_is(version: u64) -> Self {
-        Self::equals("version", AttributeValue::N(version.to_string()))
+        Self::equals("version", number(version))
+    }
+
+    fn log_version_is(version: u64) -> Self {
+        Self::equals(log_item::VERSION, number(version))
     }
 }
 
-/// A Query over one partition of the table or of `gsi1`.
+/// A Query over one partition of the table.
 struct PartitionQuery {
-    index: Option<&'static str>,
     key_condition: &'static str,
     names: Option<HashMap<String, String>>,
     values: Item,
     filter: Option<&'static str>,
     forward: bool,
+    consistent: bool,
 }
 
 impl PartitionQuery {
     fn table(partition: &str) -> Self {
         Self {
-            index: None,
             key_condition: "pk = :pk",
             names: None,
             values: HashMap::from([(":pk".to_owned(), string(partition))]),
             filter: None,
             forward: true,
+            consistent: true,
         }
     }
 
-    /// A webhook's log entries by creation time, optionally only those in `state`.
-    /// A webhook's log entries still within retention at `now`: TTL deletes lazily, and an
-    /// entry past retention is gone all the same.
+    /// A webhook's log entries still within retention at `now`, by event time, optionally only
+    /// those in `state`: TTL deletes lazily, and an entry past retention is gone all the same.
     fn logs(webhook_id: WebhookId, state: Option<DeliveryState>, forward: bool, now: DateTime<Utc>) -> Self {
         let mut query = Self {
-            index: Some(TableDefinition::INDEX_NAME),
-            key_condition: "gsi1pk = :pk",
+            key_condition: "pk = :pk AND begins_with(sk, :prefix)",
             names: Some(HashMap::from([("#expires_at".to_owned(), TableDefinition::TTL_ATTRIBUTE.to_owned())])),
             values: HashMap::from([
                 (":pk".to_owned(), string(log_partition(webhook_id))),
-                (":now".to_owned(), AttributeValue::N(now.timestamp().to_string())),
+                (":prefix".to_owned(), string(LOG_SORT_PREFIX)),
+                (":now".to_owned(), number(now.timestamp())),
             ]),
             filter: Some("#expires_at >= :now"),
             forward,
+            consistent: true,
         };
         if let Some(state) = state {
-            // `state` is a DynamoDB reserved word.
-            query.filter = Some("#state = :state AND #expires_at >= :now");
-            query.names.get_or_insert_default().insert("#state".to_owned(), "state".to_owned());
+            query.filter = Some("st = :state AND #expires_at >= :now");
             query.values.insert(":state".to_owned(), string(state.as_str()));
         }
         query
@@ -566,13 +682,13 @@ enum TransactFailure {
 }
 
 impl DynamoStore {
-    async fn get_item(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+    async fn get_item(&self, key: &Key, read: Read) -> Result<Option<Item>, StoreError> {
         let output = self
             .client
             .get_item()
             .table_name(&self.table)
             .set_key(Some(encode(key)?))
-            .consistent_read(true)
+            .consistent_read(read == Read::Latest)
             .send()
             .await
             .map_err(backend)?;
@@ -609,14 +725,12 @@ impl DynamoStore {
             .client
             .query()
             .table_name(&self.table)
-            .set_index_name(query.index.map(str::to_owned))
             .key_condition_expression(query.key_condition)
             .set_expression_attribute_names(query.names.clone())
             .set_expression_attribute_values(Some(query.values.clone()))
             .set_filter_expression(query.filter.map(str::to_owned))
             .scan_index_forward(query.forward)
-            // Strong reads are refused on a global index, and free of surprises on the table.
-            .consistent_read(query.index.is_none())
+            .consistent_read(query.consistent)
             .set_exclusive_start_key(start)
             .set_limit(limit.map(query_limit))
             .send()
@@ -638,11 +752,13 @@ impl DynamoStore {
         }
     }
 
-    /// The webhooks with these ids that exist, in the order of `ids`.
-    async fn webhooks_by_id(&self, ids: &[WebhookId]) -> Result<Vec<Webhook>, StoreError> {
-        let mut found = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(BATCH_GET_MAX_KEYS) {
-            let keys = chunk.iter().map(|id| encode(&Key::webhook(*id))).collect::<Result<Vec<_>, _>>()?;
+    /// The items under these keys that exist, by key (strongly consistent).
+    async fn items_by_key(&self, keys: &[Key]) -> Result<HashMap<Key, Item>, StoreError> {
+        let mut found = HashMap::with_capacity(keys.len());
+        let unique: BTreeSet<(String, String)> = keys.iter().map(|k| (k.pk.clone(), k.sk.clone())).collect();
+        let unique: Vec<Key> = unique.into_iter().map(|(pk, sk)| Key { pk, sk }).collect();
+        for chunk in unique.chunks(BATCH_GET_MAX_KEYS) {
+            let keys = chunk.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
             let mut pending =
                 Some(KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true).build().map_err(backend)?);
             let mut retries = 0;
@@ -650,8 +766,13 @@ impl DynamoStore {
                 let output =
                     self.client.batch_get_item().request_items(&self.table, request).send().await.map_err(backend)?;
                 for item in output.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
-                    let webhook = decode::<Keyed<Webhook>>(item)?.record;
-                    found.insert(webhook.webhook_id, webhook);
+                    let key = match (item.get("pk"), item.get("sk")) {
+                        (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) => {
+                            Key { pk: pk.clone(), sk: sk.clone() }
+                        }
+                        _ => return Err(StoreError::Backend("BatchGetItem returned an item without its key".into())),
+                    };
+                    found.insert(key, item);
                 }
                 pending = output
                     .unprocessed_keys
@@ -669,7 +790,38 @@ impl DynamoStore {
                 }
             }
         }
-        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+        Ok(found)
+    }
+
+    /// The webhooks with these ids that exist, in the order of `ids`.
+    async fn webhooks_by_id(&self, ids: &[WebhookId]) -> Result<Vec<Webhook>, StoreError> {
+        let keys: Vec<Key> = ids.iter().map(|id| Key::webhook(*id)).collect();
+        let mut found = self.items_by_key(&keys).await?;
+        let mut webhooks = Vec::with_capacity(ids.len());
+        for key in keys {
+            if let Some(item) = found.remove(&key) {
+                webhooks.push(decode::<Keyed<Webhook>>(item)?.record);
+            }
+        }
+        Ok(webhooks)
+    }
+
+    /// Webhooks from subscription items: copies as they are; the first layout's pointers read
+    /// their webhooks.
+    async fn webhooks_of_subscriptions(&self, items: Vec<Item>) -> Result<Vec<Webhook>, StoreError> {
+        let mut webhooks = Vec::with_capacity(items.len());
+        let mut pointers = Vec::new();
+        for item in items {
+            match decode_subscription(item)? {
+                SubscriptionItem::Copy(webhook) => webhooks.push(*webhook),
+                SubscriptionItem::Pointer(id) => pointers.push(id),
+            }
+        }
+        if !pointers.is_empty() {
+            webhooks.extend(self.webhooks_by_id(&pointers).await?);
+            webhooks.sort_by_key(|webhook| webhook.webhook_id);
+        }
+        Ok(webhooks)
     }
 
     fn put_write(&self, item: Item, condition: Option<Condition>) -> Result<TransactWriteItem, StoreError> {
@@ -694,14 +846,15 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder().delete(delete.build().map_err(backend)?).build())
     }
 
-    fn subscription_write(
-        &self,
-        event_type: EventType,
-        webhook_id: WebhookId,
-    ) -> Result<TransactWriteItem, StoreError> {
-        let item =
-            encode(&Keyed::new(Key::subscription(event_type, webhook_id), Subscription { webhook_id, event_type }))?;
-        self.put_write(item, None)
+    /// The webhook's item, conditional, and a copy in each of its subscription partitions.
+    fn webhook_writes(&self, webhook: &Webhook, condition: Condition) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let id = webhook.webhook_id;
+        let mut writes = vec![self.put_write(encode(&Keyed::new(Key::webhook(id), webhook))?, Some(condition))?];
+        // A set: one transaction may not touch the same subscription item twice.
+        for event_type in webhook.event_types.iter().copied().collect::<BTreeSet<_>>() {
+            writes.push(self.put_write(encode(&Keyed::new(Key::subscription(event_type, id), webhook))?, None)?);
+        }
+        Ok(writes)
     }
 
     /// The SDK gives every call an idempotency token, so its own retries of a transaction that
@@ -722,44 +875,47 @@ impl DynamoStore {
         Err(TransactFailure::Backend(backend(err)))
     }
 
-    /// Where a cursor for the list of `partition` resumes, if it is one.
-    fn webhook_list_start(cursor: &Cursor, partition: &str) -> Result<Item, StoreError> {
+    /// Where a cursor for the list of `partition` resumes, if it is one of its cursors.
+    fn list_start(cursor: &Cursor, partition: &str, sort_prefix: &str) -> Result<Item, StoreError> {
         let key: Key = cursor.decode()?;
-        if key.pk != partition || !key.sk.starts_with(WEBHOOK_SORT_PREFIX) {
+        if key.pk != partition || !key.sk.starts_with(sort_prefix) {
             return Err(StoreError::BadCursor);
         }
         encode(&key)
     }
 
-    /// Where a cursor for `webhook_id`'s log list resumes, if it is one.
-    fn log_list_start(cursor: &Cursor, webhook_id: WebhookId) -> Result<Item, StoreError> {
-        let key: IndexedKey = cursor.decode()?;
-        let partition = log_partition(webhook_id);
-        if key.pk != partition || key.gsi1pk != partition {
-            return Err(StoreError::BadCursor);
+    /// Moves a first-layout log entry to this layout: the new item (unless already there),
+    /// then the old one goes. Returns the entry as this layout keeps it.
+    async fn move_legacy_entry(&self, item: Item) -> Result<DeliveryLog, StoreError> {
+        let legacy_key = match (item.get("pk"), item.get("sk")) {
+            (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) => Key { pk: pk.clone(), sk: sk.clone() },
+            _ => return Err(StoreError::Backend("a legacy log item without its key".into())),
+        };
+        let entry = decode_legacy_delivery(item)?;
+        let writes = vec![
+            self.put_write(encode_delivery(&entry)?, Some(Condition::absent()))?,
+            self.delete_write(&legacy_key, None)?,
+        ];
+        match self.transact(writes).await {
+            // Moved already (by a concurrent reader): the old item is left for the migration.
+            Ok(()) | Err(TransactFailure::Condition | TransactFailure::Contention) => Ok(entry),
+            Err(TransactFailure::Backend(err)) => Err(err),
         }
-        encode(&key)
     }
 
-    async fn task_pointer(&self, task_id: Uuid) -> Result<Option<TaskPointer>, StoreError> {
-        self.get_item(&Key::task_pointer(task_id))
-            .await?
-            .map(|item| decode::<Keyed<TaskPointer>>(item).map(|keyed| keyed.record))
-            .transpose()
+    /// A first-layout entry for this (webhook, event), moved to this layout; `None` if none.
+    async fn legacy_entry(&self, webhook_id: WebhookId, event_id: Uuid) -> Result<Option<DeliveryLog>, StoreError> {
+        match self.get_item(&Key::legacy_log(webhook_id, event_id), Read::Latest).await? {
+            Some(item) => Ok(Some(self.move_legacy_entry(item).await?)),
+            None => Ok(None),
+        }
     }
 }
 
 #[async_trait]
 impl Store for DynamoStore {
     async fn create_webhook(&self, webhook: &Webhook) -> Result<(), StoreError> {
-        let id = webhook.webhook_id;
-        let mut writes =
-            vec![self.put_write(encode(&Keyed::new(Key::webhook(id), webhook))?, Some(Condition::absent()))?];
-        // A set: one transaction may not touch the same subscription item twice.
-        for event_type in webhook.event_types.iter().copied().collect::<BTreeSet<_>>() {
-            writes.push(self.subscription_write(event_type, id)?);
-        }
-        match self.transact(writes).await {
+        match self.transact(self.webhook_writes(webhook, Condition::absent())?).await {
             Ok(()) => Ok(()),
             Err(TransactFailure::Condition | TransactFailure::Contention) => Err(StoreError::Conflict),
             Err(TransactFailure::Backend(err)) => Err(err),
@@ -767,7 +923,14 @@ impl Store for DynamoStore {
     }
 
     async fn get_webhook(&self, id: WebhookId) -> Result<Option<Webhook>, StoreError> {
-        self.get_item(&Key::webhook(id))
+        self.get_item(&Key::webhook(id), Read::Latest)
+            .await?
+            .map(|item| decode::<Keyed<Webhook>>(item).map(|keyed| keyed.record))
+            .transpose()
+    }
+
+    async fn webhook_for_delivery(&self, id: WebhookId) -> Result<Option<Webhook>, StoreError> {
+        self.get_item(&Key::webhook(id), Read::MaybeStale)
             .await?
             .map(|item| decode::<Keyed<Webhook>>(item).map(|keyed| keyed.record))
             .transpose()
@@ -784,14 +947,9 @@ impl Store for DynamoStore {
         }
         let before: BTreeSet<EventType> = current.event_types.iter().copied().collect();
         let after: BTreeSet<EventType> = webhook.event_types.iter().copied().collect();
-        let mut writes = vec![
-            self.put_write(encode(&Keyed::new(Key::webhook(id), webhook))?, Some(Condition::version_is(expected)))?,
-        ];
+        let mut writes = self.webhook_writes(webhook, Condition::version_is(expected))?;
         for removed in before.difference(&after) {
             writes.push(self.delete_write(&Key::subscription(*removed, id), None)?);
-        }
-        for added in after.difference(&before) {
-            writes.push(self.subscription_write(*added, id)?);
         }
         match self.transact(writes).await {
             Ok(()) => Ok(()),
@@ -807,7 +965,10 @@ impl Store for DynamoStore {
         // The caller holds no version, so a concurrent update only means: read again, retry.
         for _ in 0..MAX_CONTENDED_ATTEMPTS {
             let current = self.get_webhook(id).await?.ok_or(StoreError::NotFound)?;
-            let mut writes = vec![self.delete_write(&Key::webhook(id), Some(Condition::version_is(current.version)))?];
+            let mut writes = vec![
+                self.delete_write(&Key::webhook(id), Some(Condition::version_is(current.version)))?,
+                self.delete_write(&Key::failing(id), None)?,
+            ];
             for event_type in current.event_types.iter().copied().collect::<BTreeSet<_>>() {
                 writes.push(self.delete_write(&Key::subscription(event_type, id), None)?);
             }
@@ -829,7 +990,8 @@ impl Store for DynamoStore {
             Some(event_type) => subscription_partition(event_type),
             None => WEBHOOKS_PARTITION.to_owned(),
         };
-        let mut start = page.cursor.as_ref().map(|cursor| Self::webhook_list_start(cursor, &partition)).transpose()?;
+        let mut start =
+            page.cursor.as_ref().map(|cursor| Self::list_start(cursor, &partition, WEBHOOK_SORT_PREFIX)).transpose()?;
         if page.limit == 0 {
             return Ok(Page { items: Vec::new(), next: None });
         }
@@ -844,16 +1006,14 @@ impl Store for DynamoStore {
                         found.push(decode::<Keyed<Webhook>>(item)?.record);
                     }
                 }
-                Some(event_type) => {
-                    let ids = items
+                // A webhook moved off the type between two reads of the first layout is left
+                // out, not shown under a type it no longer has.
+                Some(event_type) => found.extend(
+                    self.webhooks_of_subscriptions(items)
+                        .await?
                         .into_iter()
-                        .map(|item| decode::<Keyed<Subscription>>(item).map(|keyed| keyed.record.webhook_id))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    // A webhook deleted or moved between the two reads is left out, not
-                    // shown under a type it no longer has.
-                    let webhooks = self.webhooks_by_id(&ids).await?;
-                    found.extend(webhooks.into_iter().filter(|w| w.event_types.contains(&event_type)));
-                }
+                        .filter(|w| w.event_types.contains(&event_type)),
+                ),
             }
             if found.len() >= wanted {
                 break;
@@ -869,13 +1029,12 @@ impl Store for DynamoStore {
     }
 
     async fn subscribers(&self, event_type: EventType) -> Result<Vec<Webhook>, StoreError> {
-        let ids = self
-            .query_all(&PartitionQuery::table(&subscription_partition(event_type)))
-            .await?
-            .into_iter()
-            .map(|item| decode::<Keyed<Subscription>>(item).map(|keyed| keyed.record.webhook_id))
-            .collect::<Result<Vec<_>, _>>()?;
-        let webhooks = self.webhooks_by_id(&ids).await?;
+        // Eventually consistent, at half the cost: a webhook created or changed a moment ago
+        // may miss an event, as it may with any webhook service.
+        let mut query = PartitionQuery::table(&subscription_partition(event_type));
+        query.consistent = false;
+        let items = self.query_all(&query).await?;
+        let webhooks = self.webhooks_of_subscriptions(items).await?;
         Ok(webhooks.into_iter().filter(|webhook| webhook.event_types.contains(&event_type)).collect())
     }
 
@@ -884,14 +1043,68 @@ impl Store for DynamoStore {
     }
 
     async fn get_delivery(&self, webhook_id: WebhookId, event_id: Uuid) -> Result<Option<DeliveryLog>, StoreError> {
-        let entry = self.get_item(&Key::log(webhook_id, event_id)).await?.map(decode_delivery).transpose()?;
-        Ok(entry.filter(|entry| !entry.is_expired(Utc::now())))
+        let now = Utc::now();
+        if let Some(entry) = self.legacy_entry(webhook_id, event_id).await? {
+            return Ok(Some(entry).filter(|entry| !entry.is_expired(now)));
+        }
+        // Without the event's time, the entry is found by reading the webhook's log newest
+        // first: an operator's look-up, usually of a recent delivery, never a sender's.
+        let suffix = format!("#{event_id}");
+        let mut query = PartitionQuery::logs(webhook_id, None, false, now);
+        query.filter = None;
+        query.names = None;
+        query.values.remove(":now");
+        let mut start = None;
+        loop {
+            let (items, last) = self.query_page(&query, start, None).await?;
+            for item in items {
+                if matches!(item.get(TableDefinition::SORT_KEY), Some(AttributeValue::S(sk)) if sk.ends_with(&suffix)) {
+                    let entry = decode_delivery(item)?;
+                    return Ok(Some(entry).filter(|entry| !entry.is_expired(now)));
+                }
+            }
+            match last {
+                Some(key) => start = Some(key),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    async fn load_delivery(&self, key: &DeliveryKey, read: Read) -> Result<Option<DeliveryLog>, StoreError> {
+        let now = Utc::now();
+        let entry = match self.get_item(&Key::log(key), read).await? {
+            Some(item) => Some(decode_delivery(item)?),
+            None => self.legacy_entry(key.webhook_id, key.event_id).await?,
+        };
+        Ok(entry.filter(|entry| !entry.is_expired(now)))
+    }
+
+    async fn load_deliveries(&self, keys: &[DeliveryKey]) -> Result<Vec<Option<DeliveryLog>>, StoreError> {
+        let now = Utc::now();
+        let item_keys: Vec<Key> = keys.iter().map(Key::log).collect();
+        let mut found = self.items_by_key(&item_keys).await?;
+        let missing: Vec<&DeliveryKey> =
+            keys.iter().zip(&item_keys).filter(|(_, key)| !found.contains_key(key)).map(|(key, _)| key).collect();
+        let legacy_keys: Vec<Key> = missing.iter().map(|key| Key::legacy_log(key.webhook_id, key.event_id)).collect();
+        let mut legacy = if legacy_keys.is_empty() { HashMap::new() } else { self.items_by_key(&legacy_keys).await? };
+        let mut entries = Vec::with_capacity(keys.len());
+        for (key, item_key) in keys.iter().zip(item_keys) {
+            let entry = match found.remove(&item_key) {
+                Some(item) => Some(decode_delivery(item)?),
+                None => match legacy.remove(&Key::legacy_log(key.webhook_id, key.event_id)) {
+                    Some(item) => Some(self.move_legacy_entry(item).await?),
+                    None => None,
+                },
+            };
+            entries.push(entry.filter(|entry| !entry.is_expired(now)));
+        }
+        Ok(entries)
     }
 
     async fn update_delivery(&self, entry: &DeliveryLog) -> Result<(), StoreError> {
         let expected = entry.version.checked_sub(1).ok_or(StoreError::Conflict)?;
         let item = encode_delivery(entry)?;
-        if self.put_item(item, Condition::version_is(expected)).await? { Ok(()) } else { Err(StoreError::Conflict) }
+        if self.put_item(item, Condition::log_version_is(expected)).await? { Ok(()) } else { Err(StoreError::Conflict) }
     }
 
     async fn list_deliveries(
@@ -900,7 +1113,9 @@ impl Store for DynamoStore {
         state: Option<DeliveryState>,
         page: PageRequest,
     ) -> Result<Page<DeliveryLog>, StoreError> {
-        let mut start = page.cursor.as_ref().map(|cursor| Self::log_list_start(cursor, webhook_id)).transpose()?;
+        let partition = log_partition(webhook_id);
+        let mut start =
+            page.cursor.as_ref().map(|cursor| Self::list_start(cursor, &partition, LOG_SORT_PREFIX)).transpose()?;
         if page.limit == 0 {
             return Ok(Page { items: Vec::new(), next: None });
         }
@@ -926,7 +1141,7 @@ impl Store for DynamoStore {
                 None => break,
             }
         }
-        paginate(found, page.limit, |entry| Cursor::encode(&IndexedKey::log(entry)))
+        paginate(found, page.limit, |entry| Cursor::encode(&Key::log(&entry.key())))
     }
 
     async fn deliveries_since(
@@ -936,94 +1151,146 @@ impl Store for DynamoStore {
         since: DateTime<Utc>,
     ) -> Result<Vec<DeliveryLog>, StoreError> {
         let mut query = PartitionQuery::logs(webhook_id, Some(state), true, Utc::now());
-        // An entry at exactly `since` has a longer key with the same prefix, so `>=` keeps it.
-        query.key_condition = "gsi1pk = :pk AND gsi1sk >= :since";
-        query.values.insert(":since".to_owned(), string(time_key(since)));
+        query.key_condition = "pk = :pk AND sk BETWEEN :since AND :end";
+        query.values.remove(":prefix");
+        query.values.insert(":since".to_owned(), string(format!("{LOG_SORT_PREFIX}{}", time_key(since))));
+        query.values.insert(":end".to_owned(), string(format!("{LOG_SORT_PREFIX}~")));
         self.query_all(&query).await?.into_iter().map(decode_delivery).collect()
     }
 
-    async fn put_task(&self, task: &PendingTask) -> Result<(), StoreError> {
-        let sort = task_sort(task);
-        let record = TaskRecord { task_id: task.task_id, due_at: task.due_at, body: task.body.clone() };
-        for _ in 0..MAX_CONTENDED_ATTEMPTS {
-            // Putting a task again reschedules it: the item under its old due time must go.
-            let pointer = self.task_pointer(task.task_id).await?;
-            let pointer_unchanged = match &pointer {
-                None => Condition::absent(),
-                Some(pointer) => Condition::equals("task_sk", string(&pointer.task_sk)),
-            };
-            let mut writes = vec![
-                self.put_write(encode(&Keyed::new(Key::task(sort.clone()), &record))?, None)?,
-                self.put_write(
-                    encode(&Keyed::new(Key::task_pointer(task.task_id), TaskPointer { task_sk: sort.clone() }))?,
-                    Some(pointer_unchanged),
-                )?,
-            ];
-            if let Some(old) = pointer.filter(|pointer| pointer.task_sk != sort) {
-                writes.push(self.delete_write(&Key::task(old.task_sk), None)?);
-            }
-            match self.transact(writes).await {
-                Ok(()) => return Ok(()),
-                Err(TransactFailure::Condition | TransactFailure::Contention) => continue,
-                Err(TransactFailure::Backend(err)) => return Err(err),
-            }
-        }
-        Err(StoreError::Conflict)
+    async fn note_failure(&self, id: WebhookId, now: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(encode(&Key::failing(id))?))
+            .update_expression("SET since = if_not_exists(since, :now)")
+            .expression_attribute_values(":now", number(now.timestamp_millis()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(backend)?;
+        let since = match output.attributes.as_ref().and_then(|a| a.get("since")) {
+            Some(AttributeValue::N(ms)) => ms.parse::<i64>().ok().and_then(DateTime::from_timestamp_millis),
+            _ => None,
+        };
+        Ok(since.unwrap_or(now))
     }
 
-    async fn due_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<PendingTask>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut query = PartitionQuery::table(TASKS_PARTITION);
-        // `~` sorts after every character of a UUID, so the bound takes in all of `now`'s
-        // microsecond; the exact comparison below drops the sub-microsecond late ones.
-        query.key_condition = "pk = :pk AND sk <= :due";
-        query.values.insert(":due".to_owned(), string(format!("{}#~", due_key(now))));
-        let mut due = Vec::new();
+    async fn restart_failures(&self, id: WebhookId, from: DateTime<Utc>) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(encode(&Key::failing(id))?))
+            .update_expression("SET since = :from")
+            .expression_attribute_values(":from", number(from.timestamp_millis()))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn clear_failures(&self, id: WebhookId) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(encode(&Key::failing(id))?))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn succeeded_since(&self, id: WebhookId, since: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut query = PartitionQuery::logs(id, Some(DeliveryState::Succeeded), false, Utc::now());
+        query.filter = Some("st = :state AND #expires_at >= :now AND u >= :since");
+        query.values.insert(":since".to_owned(), number(since.timestamp()));
         let mut start = None;
         loop {
-            let (items, last) = self.query_page(&query, start, Some(limit - due.len())).await?;
-            for item in items {
-                let task = decode::<Keyed<TaskRecord>>(item)?.record;
-                if task.due_at <= now {
-                    due.push(PendingTask { task_id: task.task_id, due_at: task.due_at, body: task.body });
-                }
+            let (items, last) = self.query_page(&query, start, None).await?;
+            if !items.is_empty() {
+                return Ok(true);
             }
             match last {
-                Some(key) if due.len() < limit => start = Some(key),
-                _ => return Ok(due),
+                Some(key) => start = Some(key),
+                None => return Ok(false),
             }
         }
     }
+}
 
-    async fn next_task_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let (items, _) = self.query_page(&PartitionQuery::table(TASKS_PARTITION), None, Some(1)).await?;
-        items
-            .into_iter()
-            .next()
-            .map(|item| decode::<Keyed<TaskRecord>>(item).map(|keyed| keyed.record.due_at))
-            .transpose()
-    }
+// ---- moving a table of the first layout ------------------------------------------------
 
-    async fn delete_task(&self, task_id: Uuid) -> Result<(), StoreError> {
-        for _ in 0..MAX_CONTENDED_ATTEMPTS {
-            let Some(pointer) = self.task_pointer(task_id).await? else {
-                return Ok(());
-            };
-            let writes = vec![
-                self.delete_write(
-                    &Key::task_pointer(task_id),
-                    Some(Condition::equals("task_sk", string(&pointer.task_sk))),
-                )?,
-                self.delete_write(&Key::task(pointer.task_sk), None)?,
-            ];
-            match self.transact(writes).await {
-                Ok(()) => return Ok(()),
-                Err(TransactFailure::Condition | TransactFailure::Contention) => continue,
-                Err(TransactFailure::Backend(err)) => return Err(err),
+/// What [`migrate_legacy_layout`] changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub log_entries_moved: usize,
+    pub subscriptions_rewritten: usize,
+    pub items_scanned: usize,
+}
+
+/// Moves every item of the first layout to this one: log entries under `EVENT#` move to their
+/// time-ordered key (their `gsi1` attributes go with the old item), subscription pointers
+/// become copies of their webhook. Safe to run again, and while senders run: each move is
+/// conditional, and senders read either layout.
+pub async fn migrate_legacy_layout(client: &Client, table: &str) -> Result<MigrationReport, StoreError> {
+    let store = DynamoStore::new(client.clone(), table);
+    let mut report = MigrationReport::default();
+    let mut start: Option<Item> = None;
+    loop {
+        let output = client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(backend)?;
+        for item in output.items.unwrap_or_default() {
+            report.items_scanned += 1;
+            if is_legacy_log_item(&item) {
+                store.move_legacy_entry(item).await?;
+                report.log_entries_moved += 1;
+                continue;
+            }
+            let is_subscription = matches!(item.get("pk"), Some(AttributeValue::S(pk)) if pk.starts_with("SUB#"));
+            if is_subscription && !item.contains_key("url") {
+                let keys = decode::<Key>(item.clone())?;
+                let SubscriptionItem::Pointer(id) = decode_subscription(item)? else { continue };
+                match store.get_webhook(id).await? {
+                    // Rewritten with the webhook's version as it is; a webhook written since
+                    // wrote its copies itself.
+                    Some(webhook) => {
+                        let copy = encode(&Keyed::new(keys.clone(), &webhook))?;
+                        store.put_item(copy, Condition::absent_or_pointer()).await?;
+                    }
+                    None => {
+                        client
+                            .delete_item()
+                            .table_name(table)
+                            .set_key(Some(encode(&keys)?))
+                            .send()
+                            .await
+                            .map_err(backend)?;
+                    }
+                }
+                report.subscriptions_rewritten += 1;
             }
         }
-        Err(StoreError::Conflict)
+        match output.last_evaluated_key.filter(|key| !key.is_empty()) {
+            Some(key) => start = Some(key),
+            None => return Ok(report),
+        }
+    }
+}
+
+impl Condition {
+    /// The item is absent or still the first layout's pointer (it has no `url`).
+    fn absent_or_pointer() -> Self {
+        Self {
+            expression: "attribute_not_exists(pk) OR attribute_not_exists(#url)",
+            names: Some(HashMap::from([("#url".to_owned(), "url".to_owned())])),
+            values: None,
+        }
     }
 }

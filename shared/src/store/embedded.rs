@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_by_due ON tasks (due_ms);
+CREATE TABLE IF NOT EXISTS failures (
+    webhook_id TEXT PRIMARY KEY,
+    since_ms INTEGER NOT NULL
+);
 ";
 
 /// All SQLite work runs on one thread that owns the connection. Callers hand it jobs and await
@@ -550,6 +554,7 @@ impl Store for EmbeddedStore {
                 return Err(StoreError::NotFound);
             }
             connection.execute("DELETE FROM subscriptions WHERE webhook_id = ?1", params![id]).map_err(db)?;
+            connection.execute("DELETE FROM failures WHERE webhook_id = ?1", params![id]).map_err(db)?;
             Ok(())
         })
         .await
@@ -761,6 +766,61 @@ impl Store for EmbeddedStore {
              ORDER BY d.created_key",
             vec![text(webhook_id), text(from), text(state.as_str()), unexpired_from()],
         )
+        .await
+    }
+
+    async fn note_failure(&self, id: WebhookId, now: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
+        let since_ms: i64 = self
+            .run(move |connection| {
+                connection
+                    .prepare_cached(
+                        "INSERT INTO failures (webhook_id, since_ms) VALUES (?1, ?2)
+                         ON CONFLICT (webhook_id) DO UPDATE SET since_ms = since_ms RETURNING since_ms",
+                    )
+                    .map_err(db)?
+                    .query_row(params![id.to_string(), now.timestamp_millis()], |row| row.get(0))
+                    .map_err(db)
+            })
+            .await?;
+        Ok(DateTime::from_timestamp_millis(since_ms).unwrap_or(now))
+    }
+
+    async fn restart_failures(&self, id: WebhookId, from: DateTime<Utc>) -> Result<(), StoreError> {
+        self.run(move |connection| {
+            connection
+                .prepare_cached("UPDATE failures SET since_ms = ?2 WHERE webhook_id = ?1")
+                .map_err(db)?
+                .execute(params![id.to_string(), from.timestamp_millis()])
+                .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn clear_failures(&self, id: WebhookId) -> Result<(), StoreError> {
+        self.run(move |connection| {
+            connection
+                .prepare_cached("DELETE FROM failures WHERE webhook_id = ?1")
+                .map_err(db)?
+                .execute(params![id.to_string()])
+                .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn succeeded_since(&self, id: WebhookId, since: DateTime<Utc>) -> Result<bool, StoreError> {
+        let since = since.timestamp_millis();
+        self.read(move |connection| {
+            connection
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM deliveries WHERE webhook_id = ?1 AND state = 'succeeded'
+                     AND CAST(unixepoch(record ->> '$.updated_at', 'subsec') * 1000 AS INTEGER) >= ?2)",
+                )
+                .map_err(db)?
+                .query_row(params![id.to_string(), since], |row| row.get(0))
+                .map_err(db)
+        })
         .await
     }
 

@@ -16,10 +16,10 @@ use futures_util::future::join_all;
 use uuid::Uuid;
 
 pub use cursor::Cursor;
-pub use dynamo::{DynamoStore, TableDefinition};
+pub use dynamo::{DynamoStore, TableDefinition, migrate_legacy_layout};
 pub use embedded::EmbeddedStore;
 
-use crate::domain::{DeliveryLog, DeliveryState, Webhook, WebhookId};
+use crate::domain::{DeliveryLog, DeliveryState, EventEnvelope, Webhook, WebhookId};
 use crate::events::EventType;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +55,35 @@ pub struct Page<T> {
     pub next: Option<Cursor>,
 }
 
+/// Where a log entry is: its webhook and event, and the event's creation time, which orders a
+/// webhook's log. A sender always knows all three from the message it handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeliveryKey {
+    pub webhook_id: WebhookId,
+    pub event_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+impl DeliveryKey {
+    pub fn of(webhook_id: WebhookId, envelope: &EventEnvelope) -> Self {
+        Self { webhook_id, event_id: envelope.event_id, created_at: envelope.created_at }
+    }
+}
+
+impl DeliveryLog {
+    pub fn key(&self) -> DeliveryKey {
+        DeliveryKey { webhook_id: self.webhook_id, event_id: self.event_id, created_at: self.created_at }
+    }
+}
+
+/// How fresh a read must be. An eventually consistent read costs half, and is enough where a
+/// conditional write catches a stale answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    Latest,
+    MaybeStale,
+}
+
 /// A delivery task waiting for its time, for the local (store-backed) queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingTask {
@@ -69,6 +98,12 @@ pub trait Store: Send + Sync {
     async fn create_webhook(&self, webhook: &Webhook) -> Result<(), StoreError>;
 
     async fn get_webhook(&self, id: WebhookId) -> Result<Option<Webhook>, StoreError>;
+
+    /// The webhook as a sender needs it: a read that may lag a write by a moment (a change
+    /// made a second ago may miss one delivery), at half the cost where that matters.
+    async fn webhook_for_delivery(&self, id: WebhookId) -> Result<Option<Webhook>, StoreError> {
+        self.get_webhook(id).await
+    }
 
     /// Replaces a webhook whose stored `version` is `webhook.version - 1`, moving its
     /// subscriptions to the new event types atomically. `Conflict` if the version moved on,
@@ -99,7 +134,18 @@ pub trait Store: Send + Sync {
         join_all(entries.iter().map(|entry| self.insert_delivery(entry))).await.into_iter().collect()
     }
 
+    /// An operator's look-up by (webhook, event), without the event's time.
     async fn get_delivery(&self, webhook_id: WebhookId, event_id: Uuid) -> Result<Option<DeliveryLog>, StoreError>;
+
+    /// The sender's look-up, where the key is known.
+    async fn load_delivery(&self, key: &DeliveryKey, _read: Read) -> Result<Option<DeliveryLog>, StoreError> {
+        self.get_delivery(key.webhook_id, key.event_id).await
+    }
+
+    /// Several entries at once, latest state; `None` where there is none.
+    async fn load_deliveries(&self, keys: &[DeliveryKey]) -> Result<Vec<Option<DeliveryLog>>, StoreError> {
+        join_all(keys.iter().map(|key| self.load_delivery(key, Read::Latest))).await.into_iter().collect()
+    }
 
     /// Replaces a log entry whose stored `version` is `entry.version - 1`; `Conflict` otherwise.
     /// The entry's envelope is the one it was inserted with: it never changes.
@@ -121,15 +167,38 @@ pub trait Store: Send + Sync {
         since: DateTime<Utc>,
     ) -> Result<Vec<DeliveryLog>, StoreError>;
 
-    async fn put_task(&self, task: &PendingTask) -> Result<(), StoreError>;
+    /// Notes that deliveries to the webhook failed at `now`, and returns since when they
+    /// have (the start of the current run of failures, `now` if none was running). Written
+    /// without a condition: concurrent notes agree, so they never contend.
+    async fn note_failure(&self, id: WebhookId, now: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError>;
+
+    /// Starts the run of failures again at `from`: a success came after the noted start.
+    async fn restart_failures(&self, id: WebhookId, from: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Forgets the run of failures (the webhook was enabled again).
+    async fn clear_failures(&self, id: WebhookId) -> Result<(), StoreError>;
+
+    /// Whether any delivery to the webhook succeeded at or after `since`. Successes write
+    /// nothing beyond their log entry, so this is how a run of failures learns it ended.
+    async fn succeeded_since(&self, id: WebhookId, since: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    async fn put_task(&self, _task: &PendingTask) -> Result<(), StoreError> {
+        Err(StoreError::Backend("this store keeps no task queue".into()))
+    }
 
     /// Tasks due at or before `now`, earliest first.
-    async fn due_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<PendingTask>, StoreError>;
+    async fn due_tasks(&self, _now: DateTime<Utc>, _limit: usize) -> Result<Vec<PendingTask>, StoreError> {
+        Err(StoreError::Backend("this store keeps no task queue".into()))
+    }
 
     /// Earliest due time of any pending task, to know how long to sleep.
-    async fn next_task_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    async fn next_task_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Err(StoreError::Backend("this store keeps no task queue".into()))
+    }
 
-    async fn delete_task(&self, task_id: Uuid) -> Result<(), StoreError>;
+    async fn delete_task(&self, _task_id: Uuid) -> Result<(), StoreError> {
+        Err(StoreError::Backend("this store keeps no task queue".into()))
+    }
 
     /// Forgets log entries past their `expires_at`. DynamoDB does this itself through TTL.
     async fn purge_expired(&self, _now: DateTime<Utc>) -> Result<usize, StoreError> {

@@ -189,7 +189,8 @@ async fn ping_answers_202_with_a_ping_id_and_queues_a_delivery_for_that_webhook_
     assert_eq!(queued.len(), 1);
     let task: Value = serde_json::from_str(&queued[0].body).unwrap();
     assert_eq!(task["kind"], "deliver");
-    assert_eq!(task["v"], 1);
+    assert_eq!(task["v"], 2);
+    assert_eq!(task["trigger"], json!({"type": "ping"}));
     assert_eq!(task["webhook_id"], id.as_str());
     assert_eq!(task["envelope"]["event_type"], "ping");
     assert_eq!(task["envelope"]["event"]["ping_id"], ping_id);

@@ -333,3 +333,89 @@ async fn a_binary_missing_its_configuration_fails_its_cold_start_naming_the_vari
     assert!(!failure.status.success(), "{failure}");
     assert!(failure.output.contains("TABLE_NAME"), "{failure}");
 }
+
+/// SPEC §6.3 and issue 10's stranded deliveries: a message redelivered while a dead sender's
+/// claims on some of its deliveries are still live must come back later (it is reported in
+/// `batchItemFailures`), never be acknowledged with those deliveries left unsent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_message_blocked_by_a_dead_senders_claim_comes_back_and_is_delivered_once_it_lapses() {
+    use webhooks::domain::{DeliveryLog, DeliveryState, EventEnvelope, Trigger, Webhook, WebhookName, WebhookUrl};
+    use webhooks::events::EventType;
+    use webhooks::store::{DeliveryKey, Read, Store};
+    use webhooks_tests::runtime_api::sqs_event_received;
+
+    let receiver = Receiver::ok().await;
+    let (store, table) = moto::dynamo_store().await;
+    let events_queue = moto::queue("stranded-events").await;
+    let dead_letter_queue = moto::queue("stranded-dlq").await;
+    let env = [
+        ("TABLE_NAME", table),
+        ("EVENTS_QUEUE_URL", events_queue.clone()),
+        ("DEAD_LETTER_QUEUE_URL", dead_letter_queue),
+        ("AWS_ENDPOINT_URL", moto::endpoint()),
+        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ("ALLOWED_TARGET_CIDRS", "127.0.0.0/8".to_owned()),
+        ("DELIVERY_TIMEOUT_SECS", "10".to_owned()),
+    ];
+    let sender = LambdaProcess::start("sender", &env).await;
+    let mut hooks = Vec::new();
+    for name in ["claimed-by-the-dead", "free"] {
+        let hook = Webhook::new(
+            WebhookName::parse(name).expect("name"),
+            WebhookUrl::parse(&receiver.url(), false).expect("url"),
+            vec![EventType::Ping],
+            None,
+            None,
+            chrono::Utc::now(),
+        );
+        store.create_webhook(&hook).await.expect("create");
+        hooks.push(hook);
+    }
+    let event_id = Uuid::new_v4();
+    let created_at = chrono::Utc::now();
+    let body = json!({"event_type": "ping", "event": {"ping_id": Uuid::new_v4()}, "event_id": event_id,
+        "created_at": created_at})
+    .to_string();
+    let envelope = EventEnvelope {
+        event_id,
+        event_type: EventType::Ping,
+        event: json!({}),
+        instance_id: Uuid::nil(),
+        instance_name: "x".into(),
+        created_at,
+    };
+    // The first sender inserted this entry claimed for 40 s, then was killed before sending.
+    let now = chrono::Utc::now();
+    let mut dead = DeliveryLog::new(hooks[0].webhook_id, envelope.clone(), now, chrono::Duration::days(7));
+    dead.claim(Trigger::Fanout, now + chrono::Duration::seconds(40), now);
+    assert!(store.insert_delivery(&dead).await.expect("insert the dead sender's claim"));
+    let message = vec![("redelivered-message".to_owned(), body)];
+
+    let blocked = sender.invoke(sqs_event_received(&events_queue, &message, 2)).await.expect("invoke");
+    let delivered_while_blocked = wait_for_deliveries(&receiver, 1).await.len();
+    let mut lapsed = store
+        .load_delivery(&DeliveryKey::of(hooks[0].webhook_id, &envelope), Read::Latest)
+        .await
+        .expect("load")
+        .expect("the claimed entry");
+    lapsed.lease_until = Some(chrono::Utc::now() - chrono::Duration::seconds(1));
+    lapsed.version += 1;
+    store.update_delivery(&lapsed).await.expect("let the claim lapse");
+    let after = sender.invoke(sqs_event_received(&events_queue, &message, 3)).await.expect("invoke again");
+    let received = wait_for_deliveries(&receiver, 2).await;
+
+    assert_eq!(blocked["batchItemFailures"], json!([{"itemIdentifier": "redelivered-message"}]), "{blocked}");
+    assert_eq!(delivered_while_blocked, 1, "the free webhook got its delivery at once");
+    no_failures(&after);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.received().len(), 2, "each webhook got the event exactly once: {received:?}");
+    for hook in &hooks {
+        let key = DeliveryKey::of(hook.webhook_id, &envelope);
+        let entry = store.load_delivery(&key, Read::Latest).await.expect("load").expect("entry");
+        assert_eq!(entry.state, DeliveryState::Succeeded, "{}", hook.name.as_str());
+        assert_eq!(entry.try_count, 1);
+    }
+}

@@ -596,7 +596,7 @@ async fn a_large_fan_out_delivers_some_inline_and_hands_the_rest_to_the_queue() 
 
     assert!(matches!(outcome, MessageOutcome::Done(ref t) if t.delivered == 3), "{outcome:?}");
     assert_eq!(handed_off.len(), 2);
-    assert!(handed_off.iter().all(|(body, _)| body.contains(r#""reason":"fanout""#)));
+    assert!(handed_off.iter().all(|(body, _)| body.contains(r#""trigger":{"type":"fanout"}"#)));
     assert_eq!(receiver.received().len(), 5);
 }
 
@@ -628,15 +628,15 @@ async fn a_batch_delivers_inline_only_what_fits_before_the_invocation_deadline()
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(inline, 4);
     assert_eq!(handed_off.len(), 6);
-    assert!(handed_off.iter().all(|(body, _)| body.contains(r#""reason":"fanout""#)));
+    assert!(handed_off.iter().all(|(body, _)| body.contains(r#""trigger":{"type":"fanout"}"#)));
     assert_eq!(sender.sender.inline_limit_within(Duration::from_secs(600), 10), 16, "capped at FANOUT_INLINE_LIMIT");
     assert_eq!(sender.sender.inline_limit_within(Duration::from_secs(4), 1), 0, "not even one wave fits");
 }
 
 #[tokio::test]
-async fn a_fan_out_delivery_that_waited_long_for_its_turn_renews_its_claim_first() {
+async fn a_fan_out_delivery_that_waited_long_for_its_turn_claims_only_when_its_turn_comes() {
     // One request at a time, and the first takes 16 s: the second waits past half of the
-    // claim's 30 s margin, so it must renew its claim before its own attempt.
+    // claim's 30 s margin, so a claim taken before the wait would be stale by its attempt.
     let receiver = Receiver::start(vec![Reply::status(200).after(Duration::from_secs(16))]).await;
     let config = Config { delivery_timeout: Duration::from_secs(20), delivery_concurrency: 1, ..Config::default() };
     let sender = TestSender::with(config, CidrList::loopback());
@@ -650,7 +650,9 @@ async fn a_fan_out_delivery_that_waited_long_for_its_turn_renews_its_claim_first
     assert!(entries.iter().all(|entry| entry.state == DeliveryState::Succeeded));
     let mut versions: Vec<u64> = entries.iter().map(|entry| entry.version).collect();
     versions.sort_unstable();
-    assert_eq!(versions, [1, 2], "inserted claimed, then recorded; the one that waited also renewed");
+    assert_eq!(versions, [2, 2], "each inserted claimed when its turn came, then recorded: no renewal needed");
+    let second_attempt = entries.iter().map(|entry| entry.attempts[0].at).max().expect("attempts");
+    assert!(second_attempt - entries[0].envelope.created_at >= chrono::Duration::seconds(16));
     assert_eq!(receiver.received().len(), 2);
 }
 
@@ -664,7 +666,7 @@ async fn a_task_cannot_smuggle_another_payload_past_the_log() {
     let mut retry: Value = serde_json::from_str(&sender.queue.take()[0].0).expect("retry task");
     retry["envelope"]["event"]["ping_id"] = json!(Uuid::nil());
     let mut fake_ping = retry.clone();
-    fake_ping["reason"] = json!("ping");
+    fake_ping["trigger"] = json!({"type": "ping"});
     fake_ping["envelope"]["event_type"] = json!("task_created");
 
     let forged = sender.handle(&fake_ping.to_string()).await;
@@ -762,10 +764,58 @@ async fn a_retry_goes_through_moto_sqs_and_succeeds_on_dynamodb() {
     sender.handle_message(&retries[0].1, &retries[0].0).await;
 
     assert_eq!(retry["kind"], "deliver");
-    assert_eq!(retry["reason"], "retry");
-    assert_eq!(retry["attempt"], 2);
+    assert_eq!(retry["v"], 2);
+    assert_eq!(retry["trigger"], json!({"type": "retry", "attempt": 2}));
     let entry = app.store.get_delivery(webhook.webhook_id, event_id).await.expect("get").expect("entry");
     assert_eq!(entry.state, DeliveryState::Succeeded);
     assert_eq!(entry.try_count, 2);
     assert_eq!(receiver.received().len(), 2, "the duplicate retry task sent nothing");
+}
+
+#[tokio::test]
+async fn a_message_received_for_the_first_time_writes_each_delivery_once_after_its_attempt() {
+    let receiver = Receiver::ok().await;
+    let sender = TestSender::new();
+    let hooks = [
+        create(&sender, &receiver.url(), &["ping"], json!({})).await,
+        create(&sender, &receiver.url(), &["ping"], json!({})).await,
+    ];
+    let event_id = Uuid::new_v4();
+    let body = ping_event(event_id);
+    let first = webhooks::delivery::Received {
+        body: &body,
+        message_id: "m-1",
+        receive_count: 1,
+        sent_at: Some(chrono::Utc::now()),
+    };
+
+    let outcomes = sender.sender.handle_batch(&[first], 16).await;
+
+    assert!(matches!(outcomes[0], MessageOutcome::Done(ref t) if t.delivered == 2), "{outcomes:?}");
+    for hook in &hooks {
+        let entry = sender.log(hook, event_id).await;
+        assert_eq!(entry.state, DeliveryState::Succeeded);
+        assert_eq!(entry.version, 1, "one write: no claim before the attempt");
+        assert_eq!(entry.lease_until, None);
+    }
+    assert_eq!(receiver.received().len(), 2);
+}
+
+#[tokio::test]
+async fn the_same_message_received_again_after_it_was_handled_sends_nothing() {
+    let receiver = Receiver::ok().await;
+    let sender = TestSender::new();
+    let hook = create(&sender, &receiver.url(), &["ping"], json!({})).await;
+    let event_id = Uuid::new_v4();
+    let body = ping_event(event_id);
+    let sent_at = Some(chrono::Utc::now());
+    let received =
+        |receive_count| webhooks::delivery::Received { body: &body, message_id: "m-2", receive_count, sent_at };
+
+    sender.sender.handle_batch(&[received(1)], 16).await;
+    let again = sender.sender.handle_batch(&[received(2)], 16).await;
+
+    assert!(matches!(again[0], MessageOutcome::Done(ref t) if t.delivered == 0 && t.skipped == 1), "{again:?}");
+    assert_eq!(receiver.received().len(), 1);
+    assert_eq!(sender.log(&hook, event_id).await.version, 1);
 }

@@ -587,6 +587,12 @@ fn percent_decode(text: &str) -> String {
 /// An SQS event as Lambda's event source mapping delivers it, one record per
 /// `(message_id, body)` taken from the queue at `queue_url`.
 pub fn sqs_event(queue_url: &str, messages: &[(String, String)]) -> Value {
+    sqs_event_received(queue_url, messages, 1)
+}
+
+/// An SQS event whose records the queue has handed out `receive_count` times (SQS's
+/// `ApproximateReceiveCount`): more than 1 for a message redelivered after a visibility timeout.
+pub fn sqs_event_received(queue_url: &str, messages: &[(String, String)], receive_count: u32) -> Value {
     let queue_name = queue_url.rsplit('/').next().unwrap_or("queue");
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis().to_string();
     let records: Vec<Value> = messages
@@ -597,7 +603,7 @@ pub fn sqs_event(queue_url: &str, messages: &[(String, String)]) -> Value {
                 "receiptHandle": format!("AQEB{}", base64::engine::general_purpose::STANDARD.encode(message_id)),
                 "body": body,
                 "attributes": {
-                    "ApproximateReceiveCount": "1",
+                    "ApproximateReceiveCount": receive_count.to_string(),
                     "SentTimestamp": now,
                     "SenderId": "AIDACKCEVSQ6C2EXAMPLE",
                     "ApproximateFirstReceiveTimestamp": now

@@ -127,6 +127,14 @@ pub enum Command {
     },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
+    /// Move a DynamoDB table written by the first storage layout to the current one (log
+    /// entries to time-ordered keys, subscriptions to webhook copies). Safe to run again and
+    /// while the stack runs; uses the standard AWS credential chain.
+    MigrateTable {
+        /// The stack's table (its `TableName` output).
+        #[arg(long, env = "TABLE_NAME")]
+        table: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@ mod args;
 mod client;
 mod commands;
 mod listen;
+mod migrate;
 mod serve;
 mod verify;
 
@@ -21,6 +22,7 @@ async fn main() -> ExitCode {
         Command::Serve(options) => serve::run(options).await,
         Command::Listen { port, secret } => listen::run(port, secret).await,
         Command::Verify { secret, body, headers } => verify::run(&secret, &body, &headers),
+        Command::MigrateTable { table } => migrate::run(&table).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "webhooks", &mut std::io::stdout());
             Ok(())

@@ -346,3 +346,186 @@ impl DeliveryLog {
         self.version += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventType;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-12-01T12:00:00Z").unwrap().with_timezone(&Utc)
+    }
+
+    fn entry() -> DeliveryLog {
+        let envelope = EventEnvelope {
+            event_id: uuid::Uuid::new_v4(),
+            event_type: EventType::Ping,
+            event: serde_json::json!({"ping_id": uuid::Uuid::nil()}),
+            instance_id: uuid::Uuid::nil(),
+            instance_name: "i".into(),
+            created_at: now(),
+        };
+        DeliveryLog::new(WebhookId::new(), envelope, now(), chrono::Duration::days(7))
+    }
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy::new(vec![Duration::from_secs(5), Duration::from_secs(300)])
+    }
+
+    fn outcome(number: u32, status: u16) -> Outcome {
+        Outcome {
+            attempt: Attempt {
+                attempt: number,
+                at: now(),
+                status_code: Some(status),
+                error: None,
+                duration_ms: 1,
+                response_head: None,
+            },
+            succeeded: (200..300).contains(&status),
+            retry_after: None,
+        }
+    }
+
+    fn after(seconds: i64) -> DateTime<Utc> {
+        now() + chrono::Duration::seconds(seconds)
+    }
+
+    #[test]
+    fn a_new_entry_takes_its_events_time_so_its_key_is_known_from_the_message() {
+        let entry = entry();
+
+        assert_eq!(entry.created_at, entry.envelope.created_at);
+        assert_eq!((entry.state, entry.try_count, entry.version), (DeliveryState::Queued, 0, 0));
+        assert_eq!(entry.decide(Trigger::Fanout, now()), Decision::Attempt);
+    }
+
+    #[test]
+    fn every_transition_bumps_the_version_once() {
+        let mut entry = entry();
+
+        entry.claim(Trigger::Fanout, after(45), now());
+        assert_eq!(entry.version, 1);
+        entry.record(outcome(1, 500), Trigger::Fanout, &policy(), after(1));
+        assert_eq!(entry.version, 2);
+        entry.requeued(after(2));
+        assert_eq!(entry.version, 3);
+        entry.retry_queued();
+        assert_eq!(entry.version, 3, "part of the write being prepared, not a write of its own");
+        assert!(entry.fail_pending(after(3)));
+        assert_eq!(entry.version, 4);
+        assert!(!entry.fail_pending(after(4)), "a final entry does not change");
+        assert_eq!(entry.version, 4);
+    }
+
+    #[test]
+    fn a_success_is_final_and_nothing_but_a_redelivery_sends_it_again() {
+        let mut entry = entry();
+
+        let recorded = entry.record(outcome(1, 204), Trigger::Fanout, &policy(), now());
+
+        assert_eq!(recorded, Recorded::Delivered);
+        assert_eq!((entry.state, entry.try_count, entry.next_attempt_at), (DeliveryState::Succeeded, 1, None));
+        for trigger in [Trigger::Fanout, Trigger::Ping, Trigger::Retry { attempt: 2 }] {
+            assert!(matches!(entry.decide(trigger, after(10)), Decision::Skip(_)), "{trigger:?}");
+        }
+        assert_eq!(entry.decide(Trigger::Redeliver { after: Some(1) }, after(10)), Decision::Attempt);
+        assert!(matches!(entry.decide(Trigger::Redeliver { after: Some(0) }, after(10)), Decision::Skip(_)));
+    }
+
+    #[test]
+    fn a_failure_schedules_the_next_attempt_and_keeps_the_entry_past_it() {
+        let mut entry = entry();
+
+        let recorded = entry.record(outcome(1, 500), Trigger::Fanout, &policy(), now());
+
+        let Recorded::Retrying { attempt, at, delay } = recorded else { panic!("{recorded:?}") };
+        assert_eq!(attempt, 2);
+        assert!((4.0..=6.0).contains(&delay.as_secs_f64()), "{delay:?}");
+        assert_eq!(entry.next_attempt_at, Some(at));
+        assert_eq!(entry.state, DeliveryState::Retrying);
+        assert!(entry.expires_at >= (at + chrono::Duration::hours(24)).timestamp());
+        assert_eq!(entry.decide(Trigger::Retry { attempt: 2 }, at), Decision::Attempt);
+        assert!(matches!(entry.decide(Trigger::Retry { attempt: 3 }, at), Decision::QueueLostRetry { attempt: 2, .. }));
+        entry.retry_queued();
+        assert!(matches!(entry.decide(Trigger::Retry { attempt: 3 }, at), Decision::Skip(_)));
+    }
+
+    #[test]
+    fn a_retry_that_arrives_early_hops_again_and_one_just_early_goes_now() {
+        let mut entry = entry();
+        let Recorded::Retrying { at, .. } = entry.record(outcome(1, 503), Trigger::Fanout, &policy(), now()) else {
+            panic!("not retrying")
+        };
+
+        let early = entry.decide(Trigger::Retry { attempt: 2 }, at - chrono::Duration::seconds(30));
+        let nearly = entry.decide(Trigger::Retry { attempt: 2 }, at - chrono::Duration::milliseconds(500));
+
+        assert_eq!(early, Decision::NotYet { attempt: 2, at });
+        assert_eq!(nearly, Decision::Attempt);
+    }
+
+    #[test]
+    fn the_last_attempt_failing_fails_the_delivery_and_gone_stops_at_once() {
+        let mut exhausted = entry();
+        let mut gone = entry();
+
+        let last = exhausted.record(outcome(3, 500), Trigger::Retry { attempt: 3 }, &policy(), now());
+        let stopped = gone.record(outcome(1, 410), Trigger::Fanout, &policy(), now());
+
+        assert_eq!(last, Recorded::Failed { gone: false });
+        assert_eq!(stopped, Recorded::Failed { gone: true });
+        assert_eq!((gone.state, gone.next_attempt_at), (DeliveryState::Failed, None));
+    }
+
+    #[test]
+    fn a_live_claim_holds_every_trigger_back_until_it_lapses() {
+        let mut entry = entry();
+        entry.claim(Trigger::Fanout, after(45), now());
+
+        for trigger in [Trigger::Fanout, Trigger::Ping, Trigger::Retry { attempt: 1 }, Trigger::Redeliver { after: None }] {
+            assert_eq!(entry.decide(trigger, after(10)), Decision::Held { until: after(45) }, "{trigger:?}");
+        }
+        assert_eq!(entry.decide(Trigger::Fanout, after(46)), Decision::Attempt, "a dead sender's claim lapses");
+    }
+
+    #[test]
+    fn a_redelivery_is_one_attempt_with_no_retry_series() {
+        let mut entry = entry();
+        entry.record(outcome(1, 500), Trigger::Fanout, &policy(), now());
+        entry.record(outcome(2, 500), Trigger::Retry { attempt: 2 }, &policy(), after(10));
+        entry.record(outcome(3, 500), Trigger::Retry { attempt: 3 }, &policy(), after(400));
+        assert_eq!(entry.state, DeliveryState::Failed);
+        let trigger = Trigger::Redeliver { after: Some(3) };
+
+        entry.claim(trigger, after(500), after(460));
+        let claimed_unsent = entry.decide(trigger, after(501));
+        let recorded = entry.record(outcome(4, 500), trigger, &policy(), after(470));
+
+        assert_eq!(claimed_unsent, Decision::Attempt, "a claim that lapsed unsent may be taken again");
+        assert_eq!(recorded, Recorded::Failed { gone: false });
+        assert!(matches!(entry.decide(trigger, after(480)), Decision::Skip(_)), "a duplicate request sends once");
+    }
+
+    #[test]
+    fn a_redelivered_fan_out_leaves_a_retry_series_to_its_own_task() {
+        let mut entry = entry();
+        entry.record(outcome(1, 500), Trigger::Fanout, &policy(), now());
+        entry.retry_queued();
+
+        assert!(matches!(entry.decide(Trigger::Fanout, after(1)), Decision::Skip(_)));
+        assert_eq!(entry.decide(Trigger::Fanout, after(60)), Decision::Attempt, "once due, the fan-out may make it");
+    }
+
+    #[test]
+    fn only_the_first_and_the_latest_attempts_are_kept() {
+        let mut entry = entry();
+        for number in 1..=(MAX_LOGGED_ATTEMPTS as u32 + 5) {
+            entry.record(outcome(number, 500), Trigger::Redeliver { after: None }, &policy(), now());
+        }
+
+        assert_eq!(entry.attempts.len(), MAX_LOGGED_ATTEMPTS);
+        assert_eq!(entry.attempts[0].attempt, 1);
+        assert_eq!(entry.attempts.last().map(|a| a.attempt), Some(MAX_LOGGED_ATTEMPTS as u32 + 5));
+    }
+}

@@ -2,12 +2,14 @@
 //! exists, it is valid, and nothing past the HTTP adapters re-checks it.
 
 mod delivery;
+mod rate;
 mod retry;
 mod webhook;
 
 pub use delivery::{
     Attempt, Decision, DeliveryLog, DeliveryState, EventEnvelope, MAX_LOGGED_ATTEMPTS, Outcome, Recorded, Trigger,
 };
+pub use rate::{Admission, Gcra, wait_for};
 pub use retry::RetryPolicy;
 pub use webhook::{
     MessageFormat, RotatedSecret, SecretToken, Webhook, WebhookId, WebhookName, WebhookState, WebhookUrl,

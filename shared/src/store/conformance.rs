@@ -65,6 +65,26 @@ where
     entries_load_by_their_key_one_at_a_time_and_together(fresh().await.as_ref()).await;
     a_run_of_failures_keeps_its_start_until_restarted_or_cleared(fresh().await.as_ref()).await;
     succeeded_since_sees_only_successes_from_that_time(fresh().await.as_ref()).await;
+    a_rate_limit_time_moves_only_from_the_value_read(fresh().await.as_ref()).await;
+}
+
+async fn a_rate_limit_time_moves_only_from_the_value_read(store: &dyn Store) {
+    let id = WebhookId::new();
+    let first = Utc::now();
+    let second = first + Duration::milliseconds(200);
+
+    let initially = store.rate_tat(id).await.expect("read");
+    let created = store.swap_rate_tat(id, None, first).await.expect("create");
+    let created_twice = store.swap_rate_tat(id, None, second).await.expect("create again");
+    let stale = store.swap_rate_tat(id, Some(second), second).await.expect("stale swap");
+    let moved = store.swap_rate_tat(id, Some(first), second).await.expect("swap");
+
+    assert_eq!(initially, None);
+    assert!(created);
+    assert!(!created_twice, "another sender created it first");
+    assert!(!stale);
+    assert!(moved);
+    assert_eq!(store.rate_tat(id).await.expect("read"), Some(second));
 }
 
 async fn entries_load_by_their_key_one_at_a_time_and_together(store: &dyn Store) {

@@ -11,6 +11,7 @@
 //! | webhook           | `WEBHOOKS`           | `WEBHOOK#{webhook_id}`       | the webhook's fields |
 //! | subscription      | `SUB#{event_type}`   | `WEBHOOK#{webhook_id}`       | a copy of the webhook's fields |
 //! | run of failures   | `FAILING#{webhook_id}` | `FAILING`                  | `since` (unix ms) |
+//! | rate limit state  | `RATE#{webhook_id}`  | `RATE`                       | `tat` (unix ns), `expires_at` |
 //! | delivery log      | `LOG#{webhook_id}`   | `T#{created_us}#{event_id}`  | `st`, `v`, `u`, `expires_at`, `d` |
 //!
 //! `{created_us}` is the event's creation time in unix microseconds, zero-padded to 16 digits,
@@ -264,6 +265,10 @@ impl Key {
 
     fn failing(id: WebhookId) -> Self {
         Self { pk: format!("FAILING#{id}"), sk: FAILING_SORT.to_owned() }
+    }
+
+    fn rate(id: WebhookId) -> Self {
+        Self { pk: format!("RATE#{id}"), sk: "RATE".to_owned() }
     }
 
     fn log(key: &DeliveryKey) -> Self {
@@ -903,10 +908,17 @@ impl DynamoStore {
         }
     }
 
-    /// A first-layout entry for this (webhook, event), moved to this layout; `None` if none.
-    async fn legacy_entry(&self, webhook_id: WebhookId, event_id: Uuid) -> Result<Option<DeliveryLog>, StoreError> {
+    /// A first-layout entry for this (webhook, event), `None` if none. A sender (`moving`)
+    /// moves it to this layout, since it is about to write it; an operator's read leaves it.
+    async fn legacy_entry(
+        &self,
+        webhook_id: WebhookId,
+        event_id: Uuid,
+        moving: bool,
+    ) -> Result<Option<DeliveryLog>, StoreError> {
         match self.get_item(&Key::legacy_log(webhook_id, event_id), Read::Latest).await? {
-            Some(item) => Ok(Some(self.move_legacy_entry(item).await?)),
+            Some(item) if moving => Ok(Some(self.move_legacy_entry(item).await?)),
+            Some(item) => Ok(Some(decode_legacy_delivery(item)?)),
             None => Ok(None),
         }
     }
@@ -968,6 +980,7 @@ impl Store for DynamoStore {
             let mut writes = vec![
                 self.delete_write(&Key::webhook(id), Some(Condition::version_is(current.version)))?,
                 self.delete_write(&Key::failing(id), None)?,
+                self.delete_write(&Key::rate(id), None)?,
             ];
             for event_type in current.event_types.iter().copied().collect::<BTreeSet<_>>() {
                 writes.push(self.delete_write(&Key::subscription(event_type, id), None)?);
@@ -1044,7 +1057,7 @@ impl Store for DynamoStore {
 
     async fn get_delivery(&self, webhook_id: WebhookId, event_id: Uuid) -> Result<Option<DeliveryLog>, StoreError> {
         let now = Utc::now();
-        if let Some(entry) = self.legacy_entry(webhook_id, event_id).await? {
+        if let Some(entry) = self.legacy_entry(webhook_id, event_id, false).await? {
             return Ok(Some(entry).filter(|entry| !entry.is_expired(now)));
         }
         // Without the event's time, the entry is found by reading the webhook's log newest
@@ -1074,7 +1087,7 @@ impl Store for DynamoStore {
         let now = Utc::now();
         let entry = match self.get_item(&Key::log(key), read).await? {
             Some(item) => Some(decode_delivery(item)?),
-            None => self.legacy_entry(key.webhook_id, key.event_id).await?,
+            None => self.legacy_entry(key.webhook_id, key.event_id, true).await?,
         };
         Ok(entry.filter(|entry| !entry.is_expired(now)))
     }
@@ -1199,6 +1212,32 @@ impl Store for DynamoStore {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn rate_tat(&self, id: WebhookId) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let item = self.get_item(&Key::rate(id), Read::Latest).await?;
+        Ok(match item.as_ref().and_then(|item| item.get("tat")) {
+            Some(AttributeValue::N(ns)) => ns.parse::<i64>().ok().map(DateTime::from_timestamp_nanos),
+            _ => None,
+        })
+    }
+
+    async fn swap_rate_tat(
+        &self,
+        id: WebhookId,
+        expected: Option<DateTime<Utc>>,
+        tat: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let nanos = |at: DateTime<Utc>| number(at.timestamp_nanos_opt().unwrap_or(i64::MAX));
+        let mut item = encode(&Key::rate(id))?;
+        item.insert("tat".to_owned(), nanos(tat));
+        // Forgotten a day after the webhook last sent: an idle limit needs no state.
+        item.insert(TableDefinition::TTL_ATTRIBUTE.to_owned(), number((tat + chrono::Duration::days(1)).timestamp()));
+        let condition = match expected {
+            None => Condition::absent(),
+            Some(old) => Condition::equals("tat", nanos(old)),
+        };
+        self.put_item(item, condition).await
     }
 
     async fn succeeded_since(&self, id: WebhookId, since: DateTime<Utc>) -> Result<bool, StoreError> {

@@ -51,6 +51,10 @@ CREATE TABLE IF NOT EXISTS failures (
     webhook_id TEXT PRIMARY KEY,
     since_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rate_limits (
+    webhook_id TEXT PRIMARY KEY,
+    tat_ns INTEGER NOT NULL
+);
 ";
 
 /// All SQLite work runs on one thread that owns the connection. Callers hand it jobs and await
@@ -555,6 +559,7 @@ impl Store for EmbeddedStore {
             }
             connection.execute("DELETE FROM subscriptions WHERE webhook_id = ?1", params![id]).map_err(db)?;
             connection.execute("DELETE FROM failures WHERE webhook_id = ?1", params![id]).map_err(db)?;
+            connection.execute("DELETE FROM rate_limits WHERE webhook_id = ?1", params![id]).map_err(db)?;
             Ok(())
         })
         .await
@@ -805,6 +810,47 @@ impl Store for EmbeddedStore {
                 .execute(params![id.to_string()])
                 .map_err(db)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn rate_tat(&self, id: WebhookId) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let tat: Option<i64> = self
+            .run(move |connection| {
+                connection
+                    .prepare_cached("SELECT tat_ns FROM rate_limits WHERE webhook_id = ?1")
+                    .map_err(db)?
+                    .query_row(params![id.to_string()], |row| row.get(0))
+                    .optional()
+                    .map_err(db)
+            })
+            .await?;
+        Ok(tat.map(DateTime::from_timestamp_nanos))
+    }
+
+    async fn swap_rate_tat(
+        &self,
+        id: WebhookId,
+        expected: Option<DateTime<Utc>>,
+        tat: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let new = tat.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let old = expected.map(|at| at.timestamp_nanos_opt().unwrap_or(i64::MAX));
+        self.run(move |connection| {
+            let id = id.to_string();
+            let changed = match old {
+                None => connection
+                    .prepare_cached("INSERT OR IGNORE INTO rate_limits (webhook_id, tat_ns) VALUES (?1, ?2)")
+                    .map_err(db)?
+                    .execute(params![id, new])
+                    .map_err(db)?,
+                Some(old) => connection
+                    .prepare_cached("UPDATE rate_limits SET tat_ns = ?2 WHERE webhook_id = ?1 AND tat_ns = ?3")
+                    .map_err(db)?
+                    .execute(params![id, new, old])
+                    .map_err(db)?,
+            };
+            Ok(changed == 1)
         })
         .await
     }

@@ -16,7 +16,7 @@ use futures_util::future::join_all;
 use uuid::Uuid;
 
 pub use cursor::Cursor;
-pub use dynamo::{DynamoStore, TableDefinition, migrate_legacy_layout};
+pub use dynamo::{DynamoStore, MigrationReport, TableDefinition, migrate_legacy_layout};
 pub use embedded::EmbeddedStore;
 
 use crate::domain::{DeliveryLog, DeliveryState, EventEnvelope, Webhook, WebhookId};
@@ -181,6 +181,18 @@ pub trait Store: Send + Sync {
     /// Whether any delivery to the webhook succeeded at or after `since`. Successes write
     /// nothing beyond their log entry, so this is how a run of failures learns it ended.
     async fn succeeded_since(&self, id: WebhookId, since: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// A rate-limited webhook's theoretical arrival time (see `domain::Gcra`), read fresh.
+    async fn rate_tat(&self, id: WebhookId) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Sets the theoretical arrival time to `tat` if it is still `expected`; `false` when
+    /// another sender moved it first. Every sender shares it, so the limit holds across them.
+    async fn swap_rate_tat(
+        &self,
+        id: WebhookId,
+        expected: Option<DateTime<Utc>>,
+        tat: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
 
     async fn put_task(&self, _task: &PendingTask) -> Result<(), StoreError> {
         Err(StoreError::Backend("this store keeps no task queue".into()))

@@ -6,7 +6,9 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::domain::{Attempt, DeliveryLog, DeliveryState, MessageFormat, Webhook, WebhookId, WebhookState};
+use crate::domain::{
+    Attempt, DeliveryLog, DeliveryState, EventPattern, MessageFormat, Webhook, WebhookId, WebhookState,
+};
 use crate::events::EventType;
 
 /// What create, update and list show, as in the OneFuzz seed: no URL (chat-tool URLs carry
@@ -15,7 +17,7 @@ use crate::events::EventType;
 pub struct WebhookSummary {
     pub webhook_id: WebhookId,
     pub name: String,
-    pub event_types: Vec<EventType>,
+    pub event_types: Vec<EventPattern>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_format: Option<MessageFormat>,
 }
@@ -31,16 +33,21 @@ impl From<&Webhook> for WebhookSummary {
     }
 }
 
-/// What get shows: the summary plus the URL and non-secret metadata.
+/// What get shows: the summary plus the URL and non-secret metadata. Of the custom headers
+/// only the names: their values are write-only, like the secret.
 #[derive(Debug, Clone, Serialize)]
 pub struct WebhookDetail {
     pub webhook_id: WebhookId,
     pub name: String,
     pub url: String,
-    pub event_types: Vec<EventType>,
+    pub event_types: Vec<EventPattern>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_format: Option<MessageFormat>,
     pub has_secret_token: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_names: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_second: Option<u32>,
     pub state: WebhookState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,
@@ -57,6 +64,8 @@ impl From<&Webhook> for WebhookDetail {
             event_types: webhook.event_types.clone(),
             message_format: webhook.message_format,
             has_secret_token: webhook.secret_token.is_some(),
+            header_names: webhook.headers.as_ref().map(|h| h.names().into_iter().map(str::to_owned).collect()),
+            rate_limit_per_second: webhook.rate_limit_per_second.map(|limit| limit.per_second()),
             state: webhook.state,
             disabled_reason: webhook.disabled_reason.clone(),
             created_at: webhook.created_at,

@@ -2,11 +2,15 @@
 //! exists, it is valid, and nothing past the HTTP adapters re-checks it.
 
 mod delivery;
+mod options;
+mod pattern;
 mod webhook;
 
 pub use delivery::{Attempt, DeliveryLog, DeliveryState, EventEnvelope};
+pub use options::{CustomHeaders, MAX_HEADERS, RateLimit};
+pub use pattern::EventPattern;
 pub use webhook::{
-    MessageFormat, RotatedSecret, SecretToken, Webhook, WebhookId, WebhookName, WebhookState, WebhookUrl,
+    MessageFormat, NewWebhook, RotatedSecret, SecretToken, Webhook, WebhookId, WebhookName, WebhookState, WebhookUrl,
     dedup_event_types,
 };
 
@@ -19,5 +23,11 @@ pub struct ParseError(pub String);
 impl ParseError {
     pub fn new(message: impl Into<String>) -> Self {
         Self(message.into())
+    }
+}
+
+impl From<crate::events::CatalogError> for ParseError {
+    fn from(err: crate::events::CatalogError) -> Self {
+        Self(err.to_string())
     }
 }

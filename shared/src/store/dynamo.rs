@@ -58,7 +58,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{Cursor, Page, PageRequest, PendingTask, Store, StoreError};
-use crate::domain::{DeliveryLog, DeliveryState, Webhook, WebhookId};
+use crate::domain::{DeliveryLog, DeliveryState, EventPattern, Webhook, WebhookId};
 use crate::events::EventType;
 
 #[cfg(test)]
@@ -289,7 +289,7 @@ impl Key {
         Self { pk: WEBHOOKS_PARTITION.to_owned(), sk: webhook_sort(id) }
     }
 
-    fn subscription(event_type: EventType, id: WebhookId) -> Self {
+    fn subscription(event_type: EventPattern, id: WebhookId) -> Self {
         Self { pk: subscription_partition(event_type), sk: webhook_sort(id) }
     }
 
@@ -358,7 +358,7 @@ impl<T> Indexed<T> {
 #[derive(Serialize, Deserialize)]
 struct Subscription {
     webhook_id: WebhookId,
-    event_type: EventType,
+    event_type: EventPattern,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -377,7 +377,7 @@ fn webhook_sort(id: WebhookId) -> String {
     format!("{WEBHOOK_SORT_PREFIX}{id}")
 }
 
-fn subscription_partition(event_type: EventType) -> String {
+fn subscription_partition(event_type: EventPattern) -> String {
     format!("SUB#{event_type}")
 }
 
@@ -696,7 +696,7 @@ impl DynamoStore {
 
     fn subscription_write(
         &self,
-        event_type: EventType,
+        event_type: EventPattern,
         webhook_id: WebhookId,
     ) -> Result<TransactWriteItem, StoreError> {
         let item =
@@ -782,8 +782,8 @@ impl Store for DynamoStore {
         if current.version != expected {
             return Err(StoreError::Conflict);
         }
-        let before: BTreeSet<EventType> = current.event_types.iter().copied().collect();
-        let after: BTreeSet<EventType> = webhook.event_types.iter().copied().collect();
+        let before: BTreeSet<EventPattern> = current.event_types.iter().copied().collect();
+        let after: BTreeSet<EventPattern> = webhook.event_types.iter().copied().collect();
         let mut writes = vec![
             self.put_write(encode(&Keyed::new(Key::webhook(id), webhook))?, Some(Condition::version_is(expected)))?,
         ];
@@ -826,7 +826,7 @@ impl Store for DynamoStore {
         page: PageRequest,
     ) -> Result<Page<Webhook>, StoreError> {
         let partition = match event_type {
-            Some(event_type) => subscription_partition(event_type),
+            Some(event_type) => subscription_partition(event_type.into()),
             None => WEBHOOKS_PARTITION.to_owned(),
         };
         let mut start = page.cursor.as_ref().map(|cursor| Self::webhook_list_start(cursor, &partition)).transpose()?;
@@ -852,7 +852,7 @@ impl Store for DynamoStore {
                     // A webhook deleted or moved between the two reads is left out, not
                     // shown under a type it no longer has.
                     let webhooks = self.webhooks_by_id(&ids).await?;
-                    found.extend(webhooks.into_iter().filter(|w| w.event_types.contains(&event_type)));
+                    found.extend(webhooks.into_iter().filter(|w| w.event_types.contains(&event_type.into())));
                 }
             }
             if found.len() >= wanted {
@@ -870,13 +870,13 @@ impl Store for DynamoStore {
 
     async fn subscribers(&self, event_type: EventType) -> Result<Vec<Webhook>, StoreError> {
         let ids = self
-            .query_all(&PartitionQuery::table(&subscription_partition(event_type)))
+            .query_all(&PartitionQuery::table(&subscription_partition(event_type.into())))
             .await?
             .into_iter()
             .map(|item| decode::<Keyed<Subscription>>(item).map(|keyed| keyed.record.webhook_id))
             .collect::<Result<Vec<_>, _>>()?;
         let webhooks = self.webhooks_by_id(&ids).await?;
-        Ok(webhooks.into_iter().filter(|webhook| webhook.event_types.contains(&event_type)).collect())
+        Ok(webhooks.into_iter().filter(|webhook| webhook.event_types.contains(&event_type.into())).collect())
     }
 
     async fn insert_delivery(&self, entry: &DeliveryLog) -> Result<bool, StoreError> {

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{
     DynamoStore, Indexed, IndexedKey, Key, Keyed, TableDefinition, decode, decode_delivery, encode, encode_delivery,
 };
-use crate::domain::{Attempt, DeliveryState, Webhook, WebhookId};
+use crate::domain::{Attempt, DeliveryState, EventPattern, Webhook, WebhookId};
 use crate::events::EventType;
 use crate::store::conformance::{self, delivery, webhook};
 use crate::store::{PageRequest, PendingTask, Store, StoreError};
@@ -328,7 +328,7 @@ async fn concurrent_updates_from_one_version_let_exactly_one_win() {
         let store = Arc::clone(&store);
         let mut update = hook.clone();
         update.version = 1;
-        update.event_types = vec![event_type];
+        update.event_types = vec![event_type.into()];
         handles.push(tokio::spawn(async move { (event_type, store.update_webhook(&update).await) }));
     }
     let mut winners = Vec::new();
@@ -342,7 +342,7 @@ async fn concurrent_updates_from_one_version_let_exactly_one_win() {
 
     assert_eq!(winners.len(), 1, "{winners:?}");
     let stored = store.get_webhook(hook.webhook_id).await.expect("get").expect("exists");
-    assert_eq!(stored.event_types, winners);
+    assert_eq!(stored.event_types, winners.iter().map(|t| EventPattern::from(*t)).collect::<Vec<_>>());
     for event_type in candidates.into_iter().chain([EventType::TaskCreated]) {
         let expected = usize::from(winners.contains(&event_type));
         assert_eq!(store.subscribers(event_type).await.expect("subs").len(), expected, "{event_type}");

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::domain::{
     Attempt, DeliveryLog, DeliveryState, EventPattern, MessageFormat, Webhook, WebhookId, WebhookState,
 };
-use crate::events::EventType;
+use crate::events::{CatalogError, EventType};
 
 /// What create, update and list show, as in the OneFuzz seed: no URL (chat-tool URLs carry
 /// credentials) and `message_format` only when it was set.
@@ -129,4 +129,30 @@ impl LogEntryView {
 pub struct PageView<T> {
     pub items: Vec<T>,
     pub next: Option<String>,
+}
+
+/// A listing that is always complete: `{"items": [...]}`.
+#[derive(Debug, Serialize)]
+pub struct ItemsView<T> {
+    pub items: Vec<T>,
+}
+
+/// One type of the catalog (SPEC §11).
+#[derive(Debug, Serialize)]
+pub struct EventTypeView {
+    pub name: EventType,
+    pub schema: &'static Value,
+    pub example: &'static Value,
+    pub operational: bool,
+}
+
+impl EventTypeView {
+    pub fn of(event_type: EventType) -> Result<Self, CatalogError> {
+        Ok(Self {
+            name: event_type,
+            schema: event_type.schema()?,
+            example: event_type.example()?,
+            operational: event_type.is_operational(),
+        })
+    }
 }

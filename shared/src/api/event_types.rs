@@ -3,7 +3,7 @@
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 
-use super::request::path_param;
+use super::request::{path_param, query_param};
 use super::views::{EventTypeView, ItemsView};
 use super::{ApiError, Surface, json, run};
 use crate::App;
@@ -16,7 +16,17 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
 async fn answer(_app: App, request: Request) -> Result<Response<Body>, ApiError> {
     match path_param(&request, "name", "event-types") {
         None => {
-            let items = EventType::ALL.iter().map(|t| EventTypeView::of(*t)).collect::<Result<Vec<_>, _>>()?;
+            let operational = match query_param(&request, "operational").as_deref() {
+                None => None,
+                Some("true") => Some(true),
+                Some("false") => Some(false),
+                Some(_) => return Err(ApiError::InvalidRequest("operational: must be true or false".into())),
+            };
+            let items = EventType::ALL
+                .iter()
+                .filter(|t| operational.is_none_or(|wanted| t.is_operational() == wanted))
+                .map(|t| EventTypeView::of(*t))
+                .collect::<Result<Vec<_>, _>>()?;
             json(StatusCode::OK, &ItemsView { items })
         }
         Some(name) => match EventType::parse(&name) {

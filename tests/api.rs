@@ -684,3 +684,288 @@ async fn no_route_ever_shows_the_secret_in_a_response_or_a_log_line() {
     }
     assert!(!logs.contains(secret) && !logs.contains(rotated), "{logs}");
 }
+
+// ---- Options beyond OneFuzz (SPEC §9) and the event type catalog (§11) ----------------------
+
+async fn webhook_count(app: &TestApp) -> usize {
+    app.get("/webhooks").await.body["items"].as_array().map(Vec::len).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn custom_headers_are_write_only_and_get_shows_only_their_names() {
+    let app = TestApp::new();
+
+    let created = app
+        .post(
+            "/webhooks",
+            json!({"name": "n", "url": "https://example.com", "event_types": ["ping"],
+                   "headers": {"Authorization": "Bearer HEADERVALUE-1", "X-Tenant": "HEADERVALUE-2"}}),
+        )
+        .await;
+    let id = created.body["webhook_id"].as_str().unwrap().to_owned();
+    let got = app.get(&format!("/webhooks/{id}")).await;
+    let listed = app.get("/webhooks").await;
+    let compat = app.request(Method::GET, "/api/webhooks", Some(json!({"webhook_id": id}))).await;
+
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+    assert_eq!(keys(&created.body), ["event_types", "name", "webhook_id"]);
+    assert_eq!(got.body["header_names"], json!(["Authorization", "X-Tenant"]));
+    assert_eq!(compat.body["header_names"], json!(["Authorization", "X-Tenant"]));
+    for response in [&created, &got, &listed, &compat] {
+        assert!(!response.raw.contains("HEADERVALUE"), "{}", response.raw);
+    }
+}
+
+#[tokio::test]
+async fn a_patch_replaces_the_headers_and_null_removes_them_or_the_rate_limit() {
+    let app = TestApp::new();
+    let created = app
+        .post(
+            "/webhooks",
+            json!({"name": "n", "url": "https://example.com", "event_types": [],
+                   "headers": {"X-A": "1", "X-B": "2"}, "rate_limit_per_second": 50}),
+        )
+        .await;
+    let id = created.body["webhook_id"].as_str().unwrap().to_owned();
+    let path = format!("/webhooks/{id}");
+
+    let before = app.get(&path).await;
+    let replaced = app.patch(&path, json!({"headers": {"X-C": "3"}, "rate_limit_per_second": 10000})).await;
+    let after_replace = app.get(&path).await;
+    let untouched = app.patch(&path, json!({"name": "renamed"})).await;
+    let after_rename = app.get(&path).await;
+    let removed = app.patch(&path, json!({"headers": null, "rate_limit_per_second": null})).await;
+    let after_remove = app.get(&path).await;
+
+    assert_eq!(before.body["header_names"], json!(["X-A", "X-B"]));
+    assert_eq!(before.body["rate_limit_per_second"], 50);
+    assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.raw);
+    assert_eq!(after_replace.body["header_names"], json!(["X-C"]));
+    assert_eq!(after_replace.body["rate_limit_per_second"], 10000);
+    assert_eq!(untouched.status, StatusCode::OK);
+    assert_eq!(after_rename.body["header_names"], json!(["X-C"]));
+    assert_eq!(after_rename.body["rate_limit_per_second"], 10000);
+    assert_eq!(removed.status, StatusCode::OK, "{}", removed.raw);
+    assert!(after_remove.body.get("header_names").is_none(), "{}", after_remove.raw);
+    assert!(after_remove.body.get("rate_limit_per_second").is_none(), "{}", after_remove.raw);
+}
+
+#[tokio::test]
+async fn compat_bodies_accept_the_options_and_still_refuse_unknown_fields() {
+    let app = TestApp::new();
+
+    let created = app
+        .post(
+            "/api/webhooks",
+            json!({"name": "c", "url": "https://example.com", "event_types": ["*"],
+                   "headers": {"X-Key": "v"}, "rate_limit_per_second": 3}),
+        )
+        .await;
+    let id = created.body["webhook_id"].as_str().unwrap().to_owned();
+    // OneFuzz clients send every field, null when unset: null leaves an option as it is.
+    let onefuzz_style = app
+        .patch(
+            "/api/webhooks",
+            json!({"webhook_id": id, "name": "c2", "url": null, "event_types": null, "secret_token": null,
+                   "message_format": null, "headers": null, "rate_limit_per_second": null}),
+        )
+        .await;
+    let kept = app.get(&format!("/webhooks/{id}")).await;
+    let replaced = app.patch("/api/webhooks", json!({"webhook_id": id, "headers": {"X-Other": "w"}})).await;
+    let after = app.get(&format!("/webhooks/{id}")).await;
+    let unknown = app.patch("/api/webhooks", json!({"webhook_id": id, "header": {"X-Key": "v"}})).await;
+
+    assert_eq!(created.status, StatusCode::OK, "{}", created.raw);
+    assert_eq!(created.body["event_types"], json!(["*"]));
+    assert_eq!(onefuzz_style.status, StatusCode::OK, "{}", onefuzz_style.raw);
+    assert_eq!(kept.body["header_names"], json!(["X-Key"]));
+    assert_eq!(kept.body["rate_limit_per_second"], 3);
+    assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.raw);
+    assert_eq!(after.body["header_names"], json!(["X-Other"]));
+    assert!(unknown.problem(StatusCode::BAD_REQUEST).starts_with("header: unknown field"));
+}
+
+#[tokio::test]
+async fn every_bad_header_or_rate_limit_gets_a_400_naming_it_and_nothing_is_stored() {
+    let app = TestApp::new();
+    let too_many: serde_json::Map<String, Value> = (0..21).map(|i| (format!("X-{i}"), json!("v"))).collect();
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"headers": {"Host": "evil.example"}}), "headers.Host: a reserved header name"),
+        (json!({"headers": {"content-type": "text/plain"}}), "headers.content-type: a reserved header name"),
+        (json!({"headers": {"CONTENT-LENGTH": "1"}}), "headers.CONTENT-LENGTH: a reserved"),
+        (json!({"headers": {"User-Agent": "x"}}), "headers.User-Agent: a reserved"),
+        (json!({"headers": {"Transfer-Encoding": "x"}}), "headers.Transfer-Encoding: a reserved"),
+        (json!({"headers": {"connection": "x"}}), "headers.connection: a reserved"),
+        (json!({"headers": {"X-OneFuzz-Digest": "x"}}), "headers.X-OneFuzz-Digest: a reserved"),
+        (json!({"headers": {"Webhook-Signature": "v1,forged"}}), "headers.Webhook-Signature: a reserved"),
+        (json!({"headers": {"X-Key": "SECRETVALUE\r\nX-Injected: 1"}}), "headers.X-Key: the value may hold only"),
+        (json!({"headers": {"X-Key": "SECRETVALUE\nx"}}), "headers.X-Key: the value may hold only"),
+        (json!({"headers": {"X-Key": "SECRETVALUE\u{0}"}}), "headers.X-Key: the value may hold only"),
+        (json!({"headers": {"X-Key": "S".repeat(1025)}}), "headers.X-Key: the value must be 1 to 1024"),
+        (json!({"headers": {"X-Key": ""}}), "headers.X-Key: the value must be 1 to 1024"),
+        (json!({"headers": {"X-Key": 5}}), "headers.X-Key: the value must be a string"),
+        (json!({"headers": Value::Object(too_many)}), "headers: at most 20 headers"),
+        (json!({"headers": {("X".repeat(65)): "v"}}), "headers: \"XXXX"),
+        (json!({"headers": {"Bad Name": "v"}}), "headers: \"Bad Name\" is not a valid header name"),
+        (json!({"headers": {"X-A": "1", "x-a": "2"}}), "headers.x-a: given twice"),
+        (json!({"headers": ["X-Key: v"]}), "headers: must be an object"),
+        (json!({"rate_limit_per_second": 0}), "rate_limit_per_second: must be a whole number from 1 to 10000"),
+        (json!({"rate_limit_per_second": 10001}), "rate_limit_per_second: must be a whole number"),
+        (json!({"rate_limit_per_second": 2.5}), "rate_limit_per_second: must be a whole number"),
+        (json!({"rate_limit_per_second": "5"}), "rate_limit_per_second: must be a whole number"),
+        (json!({"rate_limit_per_second": -1}), "rate_limit_per_second: must be a whole number"),
+        (json!({"event_types": ["*", "tsk_created"]}), "unknown event type: tsk_created"),
+    ];
+    let existing = app
+        .post(
+            "/webhooks",
+            json!({"name": "kept", "url": "https://example.com", "event_types": ["ping"], "headers": {"X-Keep": "1"}, "rate_limit_per_second": 9}),
+        )
+        .await;
+    let id = existing.body["webhook_id"].as_str().unwrap().to_owned();
+    let before = app.get(&format!("/webhooks/{id}")).await.body;
+
+    for (fields, expected) in cases {
+        let mut body = json!({"name": "n", "url": "https://example.com", "event_types": ["ping"]});
+        body.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+        let mut compat_patch = fields.clone();
+        compat_patch["webhook_id"] = json!(id);
+        for response in [
+            app.post("/webhooks", body.clone()).await,
+            app.post("/api/webhooks", body.clone()).await,
+            app.patch(&format!("/webhooks/{id}"), fields.clone()).await,
+            app.patch("/api/webhooks", compat_patch).await,
+        ] {
+            let detail = response.problem(StatusCode::BAD_REQUEST);
+            assert!(detail.starts_with(expected), "{fields}: {detail}");
+            assert!(
+                !response.raw.contains("SECRETVALUE") && !response.raw.contains("evil.example"),
+                "{}",
+                response.raw
+            );
+            assert!(response.raw.len() < 600, "a refusal stays short: {}", response.raw);
+        }
+    }
+
+    assert_eq!(webhook_count(&app).await, 1, "no refused create stored a webhook");
+    assert_eq!(app.get(&format!("/webhooks/{id}")).await.body, before, "no refused patch changed the webhook");
+}
+
+#[tokio::test]
+async fn the_wildcard_is_stored_as_itself_beside_named_operational_types() {
+    let app = TestApp::new();
+
+    let created = app
+        .post(
+            "/webhooks",
+            json!({"name": "all", "url": "https://example.com", "event_types": ["*", "delivery_failed", "*"]}),
+        )
+        .await;
+    let id = created.body["webhook_id"].as_str().unwrap().to_owned();
+    let got = app.get(&format!("/webhooks/{id}")).await;
+    let narrowed = app.patch(&format!("/webhooks/{id}"), json!({"event_types": ["task_created"]})).await;
+    let widened = app.patch(&format!("/webhooks/{id}"), json!({"event_types": ["*"]})).await;
+
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+    assert_eq!(created.body["event_types"], json!(["*", "delivery_failed"]));
+    assert_eq!(got.body["event_types"], json!(["*", "delivery_failed"]));
+    assert_eq!(narrowed.body["event_types"], json!(["task_created"]));
+    assert_eq!(widened.body["event_types"], json!(["*"]));
+}
+
+#[tokio::test]
+async fn the_event_type_catalog_lists_all_30_types_with_schemas_that_their_examples_pass() {
+    let app = TestApp::new();
+
+    let listed = app.get("/event-types").await;
+
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.raw);
+    assert_eq!(keys(&listed.body), ["items"]);
+    let items = listed.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 30);
+    for item in items {
+        assert_eq!(keys(item), ["example", "name", "operational", "schema"]);
+        let event_type = EventType::parse(item["name"].as_str().unwrap()).unwrap();
+        assert_eq!(item["operational"], event_type.is_operational());
+        assert!(item["schema"]["properties"].is_object(), "{item}");
+        assert_eq!(event_type.validate(&item["example"]), Ok(()));
+    }
+    let operational: Vec<&str> =
+        items.iter().filter(|i| i["operational"] == true).map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(operational, ["webhook_disabled", "delivery_failed"]);
+}
+
+#[tokio::test]
+async fn one_event_type_is_served_by_name_and_an_unknown_name_is_404() {
+    let app = TestApp::new();
+
+    let ping = app.get("/event-types/ping").await;
+    let disabled = app.get("/event-types/webhook_disabled").await;
+    let unknown = app.get("/event-types/tsk_created").await;
+    let wildcard = app.get("/event-types/*").await;
+    let wrong_method = app.post("/event-types", json!({})).await;
+
+    assert_eq!(ping.status, StatusCode::OK, "{}", ping.raw);
+    assert_eq!(ping.body["name"], "ping");
+    assert_eq!(ping.body["operational"], false);
+    assert_eq!(ping.body["schema"]["required"], json!(["ping_id"]));
+    assert_eq!(disabled.body["operational"], true);
+    assert_eq!(disabled.body["schema"]["properties"]["reason"]["enum"], json!(["gone", "failing"]));
+    assert_eq!(unknown.problem(StatusCode::NOT_FOUND), "unknown event type: tsk_created");
+    assert_eq!(unknown.body["title"], "UNABLE_TO_FIND");
+    assert_eq!(wildcard.problem(StatusCode::NOT_FOUND), "unknown event type: *");
+    wrong_method.problem(StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn operational_events_can_be_published_and_are_validated_against_their_schemas() {
+    let app = TestApp::new();
+    let example = EventType::DeliveryFailed.example().unwrap().clone();
+
+    let accepted = app.post("/events", json!({"event_type": "delivery_failed", "event": example})).await;
+    let refused = app.post("/events", json!({"event_type": "webhook_disabled", "event": {"webhook_id": "nope"}})).await;
+
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.raw);
+    assert!(refused.problem(StatusCode::BAD_REQUEST).contains("webhook_disabled schema"));
+}
+
+#[tokio::test]
+async fn no_route_ever_shows_a_header_value_in_a_response_or_a_log_line() {
+    let capture = LogCapture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let value = "HDRVALUE-0123456789";
+    let app = TestApp::new();
+    let mut outputs = Vec::new();
+
+    let created = app
+        .post(
+            "/webhooks",
+            json!({"name": "n", "url": "https://e.com", "event_types": ["ping"], "headers": {"Authorization": value}}),
+        )
+        .await;
+    let id = created.body["webhook_id"].as_str().unwrap().to_owned();
+    outputs.push(created);
+    outputs.push(app.patch(&format!("/webhooks/{id}"), json!({"headers": {"X-Api-Key": value}})).await);
+    outputs.push(app.get(&format!("/webhooks/{id}")).await);
+    outputs.push(app.get("/webhooks").await);
+    outputs.push(app.post(&format!("/webhooks/{id}/ping"), json!({})).await);
+    outputs.push(app.request(Method::GET, "/api/webhooks", Some(json!({}))).await);
+    outputs.push(app.request(Method::GET, "/api/webhooks", Some(json!({"webhook_id": id}))).await);
+    outputs.push(app.patch("/api/webhooks", json!({"webhook_id": id, "headers": {"X-Api-Key": value}})).await);
+    outputs.push(app.patch(&format!("/webhooks/{id}"), json!({"headers": {"X-Bad": format!("{value}\r\n")}})).await);
+    outputs.push(app.patch(&format!("/webhooks/{id}"), json!({"headers": {"Host": value}})).await);
+    outputs.push(app.delete(&format!("/webhooks/{id}")).await);
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(!logs.is_empty(), "the capture saw the handlers' log lines");
+    for output in &outputs {
+        assert!(!output.raw.contains(value), "{}", output.raw);
+    }
+    assert!(!logs.contains(value), "{logs}");
+}

@@ -16,7 +16,7 @@ use webhooks_tests::{Received, Receiver, moto};
 
 const SECRET: &str = "e2e-receiver-secret";
 
-const HTTP_FUNCTIONS: [&str; 10] = [
+const HTTP_FUNCTIONS: [&str; 11] = [
     "create-webhook",
     "list-webhooks",
     "get-webhook",
@@ -27,6 +27,7 @@ const HTTP_FUNCTIONS: [&str; 10] = [
     "redeliver",
     "publish-event",
     "onefuzz-compat",
+    "event-types",
 ];
 
 struct Deployment {
@@ -205,7 +206,7 @@ async fn the_deployed_binaries_create_deliver_and_log_through_the_runtime_api() 
             "update-webhook",
             "PATCH /webhooks/{id}",
             &format!("/webhooks/{webhook_id}"),
-            Some(json!({"name": "e2e hook renamed", "event_types": ["task_created"]})),
+            Some(json!({"name": "e2e hook renamed", "event_types": ["task_created"], "headers": {"X-Tenant": "e2e-tenant"}, "rate_limit_per_second": 50})),
         )
         .await;
     assert_json(&updated, 200);
@@ -226,6 +227,19 @@ async fn the_deployed_binaries_create_deliver_and_log_through_the_runtime_api() 
     assert_eq!(received.len(), 2);
     received[1].assert_signed(SECRET);
     assert_eq!(received[1].json()["event"]["ping_id"], pinged_id.as_str());
+    assert_eq!(received[1].header("x-tenant"), Some("e2e-tenant"), "the custom header set by the PATCH");
+    assert_eq!(received[0].header("x-tenant"), None);
+
+    // event-types: the catalog, and one type by name (404 for an unknown one).
+    let catalog = deployment.http("event-types", "GET /event-types", "/event-types", None).await;
+    assert_json(&catalog, 200);
+    assert_eq!(catalog.body["items"].as_array().map(Vec::len), Some(30), "{}", catalog.raw);
+    let one = deployment.http("event-types", "GET /event-types/{name}", "/event-types/delivery_failed", None).await;
+    assert_json(&one, 200);
+    assert_eq!(one.body["operational"], true);
+    let unknown = deployment.http("event-types", "GET /event-types/{name}", "/event-types/tsk_created", None).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.raw);
+    assert_eq!(unknown.body["detail"], "unknown event type: tsk_created");
 
     // publish-event: 202 with the event id, then fanned out to the new subscription.
     let published = deployment
@@ -339,7 +353,9 @@ async fn a_binary_missing_its_configuration_fails_its_cold_start_naming_the_vari
 /// `batchItemFailures`), never be acknowledged with those deliveries left unsent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_message_blocked_by_a_dead_senders_claim_comes_back_and_is_delivered_once_it_lapses() {
-    use webhooks::domain::{DeliveryLog, DeliveryState, EventEnvelope, Trigger, Webhook, WebhookName, WebhookUrl};
+    use webhooks::domain::{
+        DeliveryLog, DeliveryState, EventEnvelope, NewWebhook, Trigger, Webhook, WebhookName, WebhookUrl,
+    };
     use webhooks::events::EventType;
     use webhooks::store::{DeliveryKey, Read, Store};
     use webhooks_tests::runtime_api::sqs_event_received;
@@ -363,14 +379,14 @@ async fn a_redelivered_message_blocked_by_a_dead_senders_claim_comes_back_and_is
     let sender = LambdaProcess::start("sender", &env).await;
     let mut hooks = Vec::new();
     for name in ["claimed-by-the-dead", "free"] {
-        let hook = Webhook::new(
-            WebhookName::parse(name).expect("name"),
-            WebhookUrl::parse(&receiver.url(), false).expect("url"),
-            vec![EventType::Ping],
-            None,
-            None,
-            chrono::Utc::now(),
-        );
+        let new = NewWebhook {
+            event_types: vec![EventType::Ping.into()],
+            ..NewWebhook::new(
+                WebhookName::parse(name).expect("name"),
+                WebhookUrl::parse(&receiver.url(), false).expect("url"),
+            )
+        };
+        let hook = Webhook::new(new, chrono::Utc::now());
         store.create_webhook(&hook).await.expect("create");
         hooks.push(hook);
     }

@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use webhooks::api::ROUTES;
 use webhooks::domain::{
-    Attempt, DeliveryLog, DeliveryState, EventEnvelope, MessageFormat, SecretToken, WebhookId, WebhookState,
+    Attempt, CustomHeaders, DeliveryLog, DeliveryState, EventEnvelope, MessageFormat, RateLimit, SecretToken,
+    WebhookId, WebhookState,
 };
 use webhooks::events::EventType;
 use webhooks_tests::TestApp;
@@ -305,6 +306,8 @@ impl Fixture {
         let mut webhook = app.store.get_webhook(disabled_id).await.expect("store").expect("the webhook");
         webhook.state = WebhookState::Disabled;
         webhook.disabled_reason = Some("the endpoint answered 410 Gone".into());
+        webhook.headers = CustomHeaders::parse([("Authorization", "Bearer k")]).expect("headers");
+        webhook.rate_limit_per_second = Some(RateLimit::new(20).expect("a limit"));
         webhook.version += 1;
         app.store.update_webhook(&webhook).await.expect("disabled");
         let failed = log_entry(
@@ -347,6 +350,9 @@ impl Fixture {
             case(M::POST, "/webhooks", "/webhooks")
                 .json(json!({"name": "n", "url": "https://example.com", "event_types": ["tsk_created"]}))
                 .expect(400),
+            case(M::POST, "/webhooks", "/webhooks")
+                .json(json!({"name": "opts", "url": "https://example.com", "event_types": ["*", "delivery_failed"], "headers": {"Authorization": "Bearer k", "X-Tenant": "42"}, "rate_limit_per_second": 100}))
+                .expect(201),
             case(M::POST, "/webhooks", "/webhooks").json(huge.clone()).expect(413),
             case(M::POST, "/webhooks", "/webhooks").raw("text/plain", "name=x").expect(415),
             // GET /webhooks
@@ -357,6 +363,9 @@ impl Fixture {
             case(M::GET, "/webhooks", "/webhooks?event_type=tsk_created").expect(400),
             // GET /webhooks/{id}
             case(M::GET, "/webhooks/{id}", format!("/webhooks/{id}")),
+            case(M::GET, "/webhooks/{id}", format!("/webhooks/{disabled}")),
+            case(M::PATCH, "/webhooks/{id}", format!("/webhooks/{disabled}"))
+                .json(json!({"headers": {"X-Api-Key": "k"}, "rate_limit_per_second": 5, "event_types": ["*"]})),
             case(M::GET, "/webhooks/{id}", format!("/webhooks/{disabled}")),
             case(M::GET, "/webhooks/{id}", "/webhooks/not-a-uuid").expect(400),
             case(M::GET, "/webhooks/{id}", format!("/webhooks/{ghost}")).expect(404),
@@ -408,6 +417,19 @@ impl Fixture {
             case(M::POST, "/events", "/events").json(json!({"event_type": "tsk_created", "event": {}})).expect(400),
             case(M::POST, "/events", "/events").json(json!({"event_type": "ping", "event": {"ping_id": 5}})).expect(400),
             case(M::POST, "/events", "/events").json(huge.clone()).expect(413),
+            case(M::POST, "/events", "/events")
+                .json(json!({"event_type": "delivery_failed", "event": EventType::DeliveryFailed.example().expect("example")}))
+                .expect(202),
+            case(M::POST, "/events", "/events")
+                .json(json!({"event_type": "webhook_disabled", "event": {"webhook_id": Uuid::new_v4(), "name": "n", "reason": "bored", "failing_since": null}}))
+                .expect(400),
+            // GET /event-types, GET /event-types/{name}
+            case(M::GET, "/event-types", "/event-types"),
+            case(M::GET, "/event-types", "/event-types?operational=true"),
+            case(M::GET, "/event-types", "/event-types?operational=maybe").expect(400),
+            case(M::GET, "/event-types/{name}", "/event-types/task_created"),
+            case(M::GET, "/event-types/{name}", "/event-types/webhook_disabled"),
+            case(M::GET, "/event-types/{name}", "/event-types/tsk_created").expect(404),
             // POST /api/webhooks
             case(M::POST, "/api/webhooks", "/api/webhooks")
                 .json(json!({"name": "MYWEBHOOK", "url": "https://contoso.com/x", "event_types": ["task_created"], "secret_token": null, "message_format": null})),
@@ -476,7 +498,53 @@ fn the_event_type_enum_is_the_catalog_in_its_order() {
     let documented = enum_of("EventType");
 
     assert_eq!(documented, catalog);
-    assert_eq!(documented.len(), 28);
+    assert_eq!(documented.len(), 30);
+}
+
+/// What `scripts/openapi-events` does to a catalog schema: its definitions move to shared
+/// components prefixed `OneFuzz`, and its `$ref`s follow them.
+fn as_component(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(key, _)| key.as_str() != "definitions")
+                .map(|(key, item)| match (key.as_str(), item.as_str()) {
+                    ("$ref", Some(reference)) => {
+                        (key.clone(), json!(reference.replace("#/definitions/", "#/components/schemas/OneFuzz")))
+                    }
+                    _ => (key.clone(), as_component(item)),
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(as_component).collect()),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn post_events_is_typed_per_event_type_with_the_catalogs_schemas() {
+    let schemas = &spec()["components"]["schemas"];
+    let message = &schemas["EventMessage"];
+    let mapping = message["discriminator"]["mapping"].as_object().expect("a discriminator mapping");
+
+    assert_eq!(message["discriminator"]["propertyName"], "event_type");
+    assert_eq!(mapping.keys().cloned().collect::<Vec<_>>(), enum_of("EventType"));
+    assert_eq!(message["oneOf"].as_array().expect("oneOf").len(), EventType::ALL.len());
+    for event_type in EventType::ALL {
+        let catalog = event_type.schema().expect("a schema");
+        let reference = mapping[event_type.as_str()].as_str().expect("a $ref");
+        let branch = target(reference);
+        let payload_ref = branch["allOf"][1]["properties"]["event"]["$ref"].as_str().expect("the payload's $ref");
+
+        assert_eq!(branch["allOf"][1]["properties"]["event_type"]["const"], event_type.as_str());
+        assert_eq!(target(payload_ref), &as_component(catalog), "{event_type}: run scripts/openapi-events");
+        for (name, definition) in catalog["definitions"].as_object().into_iter().flatten() {
+            assert_eq!(&schemas[format!("OneFuzz{name}")], &as_component(definition), "{event_type}: {name}");
+        }
+        let example = json!({"event_type": event_type.as_str(), "event": event_type.example().expect("an example")});
+        let errors = violations(request_schema("POST", "/events").expect("a body"), &example);
+        assert!(errors.is_empty(), "{event_type}: the catalog's example breaks the request schema: {errors:#?}");
+    }
 }
 
 #[test]
@@ -526,7 +594,7 @@ fn every_ref_resolves_every_schema_compiles_and_every_example_matches_its_schema
 }
 
 #[test]
-fn every_path_parameter_is_declared_required_and_a_uuid() {
+fn every_path_parameter_is_declared_required_and_a_uuid_but_an_event_type_name() {
     for (method, template) in spec_routes() {
         let item = &spec()["paths"][template.as_str()];
         let declared: Vec<&Value> = item["parameters"]
@@ -545,7 +613,12 @@ fn every_path_parameter_is_declared_required_and_a_uuid() {
         for parameter in declared {
             assert_eq!(parameter["required"], true, "{method} {template}: {parameter}");
             let schema = resolved(&parameter["schema"]);
-            assert_eq!(schema["format"], "uuid", "{method} {template}: {parameter}");
+            if parameter["name"] == "name" {
+                // Any string: an unknown name is the documented 404, not a 400.
+                assert_eq!(schema["type"], "string", "{method} {template}: {parameter}");
+            } else {
+                assert_eq!(schema["format"], "uuid", "{method} {template}: {parameter}");
+            }
         }
     }
 }
@@ -659,7 +732,10 @@ async fn answers_show_every_optional_field_the_schemas_allow() {
     assert!(
         compat.as_array().expect("an array").iter().all(|e| e["event"].is_object() && e["instance_id"].is_string())
     );
-    assert_eq!(disabled.body.expect("JSON")["disabled_reason"], "the endpoint answered 410 Gone");
+    let disabled = disabled.body.expect("JSON");
+    assert_eq!(disabled["disabled_reason"], "the endpoint answered 410 Gone");
+    assert_eq!(disabled["header_names"], json!(["Authorization"]));
+    assert_eq!(disabled["rate_limit_per_second"], 20);
 }
 
 #[tokio::test]
@@ -669,8 +745,10 @@ async fn every_operation_documents_the_401_it_answers_without_the_bearer_token()
     let app = TestApp::with_config(config);
 
     for (method, template) in ROUTES {
-        let uri =
-            template.replace("{id}", &Uuid::new_v4().to_string()).replace("{event_id}", &Uuid::new_v4().to_string());
+        let uri = template
+            .replace("{id}", &Uuid::new_v4().to_string())
+            .replace("{event_id}", &Uuid::new_v4().to_string())
+            .replace("{name}", "ping");
         let method = Method::from_bytes(method.as_bytes()).expect("an HTTP method");
         let case = case(method, template, uri).json(json!({})).expect(401);
 
@@ -723,6 +801,41 @@ async fn request_schemas_accept_what_the_server_accepts_and_refuse_what_it_refus
         with(&create, "message_format", json!("cloud_events")),
         with(&create, "message_format", json!("xml")),
         with(&create, "message_format", Value::Null),
+        with(&create, "event_types", json!(["*"])),
+        with(&create, "event_types", json!(["*", "webhook_disabled", "delivery_failed"])),
+        with(&create, "event_types", json!(["*", "tsk_created"])),
+        with(&create, "event_types", json!(["**"])),
+        with(&create, "headers", json!({"Authorization": "Bearer abc", "X-Tenant": "42"})),
+        with(&create, "headers", json!({})),
+        with(&create, "headers", Value::Null),
+        with(&create, "headers", json!({"X-Key": "a value ~ with spaces"})),
+        with(&create, "headers", json!({"Webhook": "v", "X-Webhook-Id": "v"})),
+        with(&create, "headers", json!({"Host": "h"})),
+        with(&create, "headers", json!({"content-TYPE": "text/plain"})),
+        with(&create, "headers", json!({"X-OneFuzz-Digest": "x"})),
+        with(&create, "headers", json!({"webhook-id": "x"})),
+        with(&create, "headers", json!({"WEBHOOK-SIGNATURE": "x"})),
+        with(&create, "headers", json!({"X-Key": "a\r\nb"})),
+        with(&create, "headers", json!({"X-Key": "a\u{0}b"})),
+        with(&create, "headers", json!({"X-Key": "tab\there"})),
+        with(&create, "headers", json!({"X-Key": ""})),
+        with(&create, "headers", json!({"X-Key": "v".repeat(1024)})),
+        with(&create, "headers", json!({"X-Key": "v".repeat(1025)})),
+        with(&create, "headers", json!({"X-Key": 5})),
+        with(&create, "headers", json!({("X".repeat(64)): "v"})),
+        with(&create, "headers", json!({("X".repeat(65)): "v"})),
+        with(&create, "headers", json!({"Bad Name": "v"})),
+        with(&create, "headers", json!({"": "v"})),
+        with(&create, "headers", Value::Object((0..20).map(|i| (format!("X-{i}"), json!("v"))).collect())),
+        with(&create, "headers", Value::Object((0..21).map(|i| (format!("X-{i}"), json!("v"))).collect())),
+        with(&create, "headers", json!(["X-Key: v"])),
+        with(&create, "rate_limit_per_second", json!(1)),
+        with(&create, "rate_limit_per_second", json!(10000)),
+        with(&create, "rate_limit_per_second", json!(0)),
+        with(&create, "rate_limit_per_second", json!(10001)),
+        with(&create, "rate_limit_per_second", json!(2.5)),
+        with(&create, "rate_limit_per_second", json!("5")),
+        with(&create, "rate_limit_per_second", Value::Null),
         with(&create, "colour", json!("blue")),
         with(&create, "colour", Value::Null),
         json!([create.clone()]),
@@ -745,6 +858,10 @@ async fn request_schemas_accept_what_the_server_accepts_and_refuse_what_it_refus
             json!({"state": "disabled"}),
             json!({"event_types": ["task_stopped"]}),
             json!({"event_types": ["task_stop"]}),
+            json!({"headers": {"X-New": "v"}, "rate_limit_per_second": 7}),
+            json!({"headers": null, "rate_limit_per_second": null}),
+            json!({"headers": {"Connection": "close"}}),
+            json!({"rate_limit_per_second": 0}),
             json!({"name": ""}),
             json!({"webhook_id": id}),
             json!({"webhook_id": null}),
@@ -759,6 +876,12 @@ async fn request_schemas_accept_what_the_server_accepts_and_refuse_what_it_refus
             with(&compat_update, "name", json!("renamed")),
             with(&compat_update, "url", json!("ftp://example.com")),
             with(&compat_update, "state", json!("enabled")),
+            with(&compat_update, "headers", json!({"X-Key": "v"})),
+            with(&compat_update, "headers", Value::Null),
+            with(&compat_update, "headers", json!({"user-agent": "v"})),
+            with(&compat_update, "rate_limit_per_second", json!(3)),
+            with(&compat_update, "rate_limit_per_second", Value::Null),
+            with(&compat_update, "rate_limit_per_second", json!(-3)),
             with(&compat_update, "webhook_id", json!("nope")),
             with(&compat_update, "webhook_id", Value::Null),
             json!({}),
@@ -814,6 +937,9 @@ async fn request_schemas_accept_what_the_server_accepts_and_refuse_what_it_refus
             with(&event, "event_type", json!("tsk_created")),
             with(&event, "event", json!("not an object")),
             with(&event, "unknown", json!("ignored")),
+            json!({"event_type": "delivery_failed", "event": EventType::DeliveryFailed.example().expect("example")}),
+            json!({"event_type": "delivery_failed", "event": {"webhook_id": Uuid::new_v4()}}),
+            json!({"event_type": "ping", "event": EventType::DeliveryFailed.example().expect("example")}),
             without(&event, "event"),
             without(&event, "event_type"),
         ]

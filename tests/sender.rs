@@ -531,14 +531,14 @@ async fn with_https_only_on_a_webhook_stored_with_an_http_url_is_not_sent_to() {
     let receiver = Receiver::ok().await;
     let sender = TestSender::with(Config { https_only: true, ..Config::default() }, CidrList::loopback());
     // Stored before HTTPS_ONLY was turned on: the API would refuse this URL now.
-    let webhook = webhooks::domain::Webhook::new(
-        webhooks::domain::WebhookName::parse("old").expect("name"),
-        webhooks::domain::WebhookUrl::parse(&receiver.url(), false).expect("url"),
-        vec![webhooks::events::EventType::Ping],
-        None,
-        None,
-        chrono::Utc::now(),
-    );
+    let new = webhooks::domain::NewWebhook {
+        event_types: vec![webhooks::events::EventType::Ping.into()],
+        ..webhooks::domain::NewWebhook::new(
+            webhooks::domain::WebhookName::parse("old").expect("name"),
+            webhooks::domain::WebhookUrl::parse(&receiver.url(), false).expect("url"),
+        )
+    };
+    let webhook = webhooks::domain::Webhook::new(new, chrono::Utc::now());
     sender.store.create_webhook(&webhook).await.expect("create");
     let event_id = Uuid::new_v4();
 
@@ -696,11 +696,12 @@ async fn an_invalid_event_lands_on_the_dead_letter_queue_and_a_valid_one_in_the_
         Sender::new(store.clone(), queue.clone(), dead_letters, config.clone(), &CidrList::loopback()).expect("sender");
     let app = webhooks::App { store, queue: queue.clone(), config };
     let new = webhooks::manage::NewWebhook {
-        name: webhooks::domain::WebhookName::parse("hook").expect("name"),
-        url: webhooks::domain::WebhookUrl::parse(&receiver.url(), false).expect("url"),
-        event_types: vec![webhooks::events::EventType::Ping],
+        event_types: vec![webhooks::events::EventType::Ping.into()],
         secret_token: Some(webhooks::domain::SecretToken::parse(SECRET).expect("secret")),
-        message_format: None,
+        ..webhooks::manage::NewWebhook::new(
+            webhooks::domain::WebhookName::parse("hook").expect("name"),
+            webhooks::domain::WebhookUrl::parse(&receiver.url(), false).expect("url"),
+        )
     };
     let webhook = app.create_webhook(new).await.expect("create");
     for body in [ping_event(Uuid::new_v4()), json!({"event_type": "tsk_created", "event": {}}).to_string()] {
@@ -747,11 +748,11 @@ async fn a_retry_goes_through_moto_sqs_and_succeeds_on_dynamodb() {
         Sender::new(store.clone(), queue.clone(), dead_letters, config.clone(), &CidrList::loopback()).expect("sender");
     let app = webhooks::App { store, queue, config };
     let new = webhooks::manage::NewWebhook {
-        name: webhooks::domain::WebhookName::parse("hook").expect("name"),
-        url: webhooks::domain::WebhookUrl::parse(&receiver.url(), false).expect("url"),
-        event_types: vec![webhooks::events::EventType::Ping],
-        secret_token: None,
-        message_format: None,
+        event_types: vec![webhooks::events::EventType::Ping.into()],
+        ..webhooks::manage::NewWebhook::new(
+            webhooks::domain::WebhookName::parse("hook").expect("name"),
+            webhooks::domain::WebhookUrl::parse(&receiver.url(), false).expect("url"),
+        )
     };
     let webhook = app.create_webhook(new).await.expect("create");
     let event_id = Uuid::new_v4();

@@ -6,7 +6,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use serde_json::json;
 use uuid::Uuid;
 use webhooks::delivery::signed_request;
-use webhooks::domain::{EventEnvelope, MessageFormat, SecretToken, Webhook, WebhookName, WebhookUrl};
+use webhooks::domain::{EventEnvelope, MessageFormat, NewWebhook, SecretToken, Webhook, WebhookName, WebhookUrl};
 use webhooks::events::EventType;
 
 fn envelope(payload_bytes: usize) -> EventEnvelope {
@@ -21,14 +21,16 @@ fn envelope(payload_bytes: usize) -> EventEnvelope {
 }
 
 fn webhook(format: MessageFormat) -> Webhook {
-    Webhook::new(
-        WebhookName::parse("bench").expect("name"),
-        WebhookUrl::parse("https://example.com/hook", false).expect("url"),
-        vec![EventType::Ping],
-        Some(SecretToken::parse("bench-secret").expect("secret")),
-        Some(format),
-        Utc::now(),
-    )
+    let new = NewWebhook {
+        event_types: vec![EventType::Ping.into()],
+        secret_token: Some(SecretToken::parse("bench-secret").expect("secret")),
+        message_format: Some(format),
+        ..NewWebhook::new(
+            WebhookName::parse("bench").expect("name"),
+            WebhookUrl::parse("https://example.com/hook", false).expect("url"),
+        )
+    };
+    Webhook::new(new, Utc::now())
 }
 
 fn envelope_and_sign(c: &mut Criterion) {

@@ -37,14 +37,13 @@ pub async fn run(kind: &str, total: usize, subscribed: usize, repeats: usize) ->
     let creates = (0..through_store).map(|i| {
         let app = app.clone();
         async move {
-            let event_types =
-                if i < subscribed { vec![EventType::CrashReported] } else { vec![EventType::TaskCreated] };
+            let event_type = if i < subscribed { EventType::CrashReported } else { EventType::TaskCreated };
             app.create_webhook(NewWebhook {
-                name: WebhookName::parse(&format!("hook-{i}")).map_err(|e| e.to_string())?,
-                url: WebhookUrl::parse("https://example.com/hook", false).map_err(|e| e.to_string())?,
-                event_types,
-                secret_token: None,
-                message_format: None,
+                event_types: vec![event_type.into()],
+                ..NewWebhook::new(
+                    WebhookName::parse(&format!("hook-{i}")).map_err(|e| e.to_string())?,
+                    WebhookUrl::parse("https://example.com/hook", false).map_err(|e| e.to_string())?,
+                )
             })
             .await
             .map(|_| ())

@@ -176,11 +176,12 @@ async fn sender_with_subscribers(
     let app = App { store, queue: Arc::new(Discard), config };
     for i in 0..subscribers {
         app.create_webhook(NewWebhook {
-            name: WebhookName::parse(&format!("bench-{i}")).map_err(|e| e.to_string())?,
-            url: WebhookUrl::parse(url, false).map_err(|e| e.to_string())?,
-            event_types: vec![EventType::Ping],
+            event_types: vec![EventType::Ping.into()],
             secret_token: Some(SecretToken::parse("bench-secret").map_err(|e| e.to_string())?),
-            message_format: None,
+            ..NewWebhook::new(
+                WebhookName::parse(&format!("bench-{i}")).map_err(|e| e.to_string())?,
+                WebhookUrl::parse(url, false).map_err(|e| e.to_string())?,
+            )
         })
         .await
         .map_err(|e| e.to_string())?;

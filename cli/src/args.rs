@@ -41,7 +41,7 @@ pub struct Remote {
 pub enum Command {
     /// Run the whole service in this process: HTTP API, sender and an embedded store. No AWS.
     Serve(Serve),
-    /// Create a webhook subscribed to EVENT_TYPES.
+    /// Create a webhook subscribed to EVENT_TYPES ("*" for every OneFuzz type).
     Create {
         name: String,
         url: String,
@@ -51,6 +51,13 @@ pub enum Command {
         secret_token: Option<String>,
         #[arg(long = "message_format", visible_alias = "message-format", value_parser = ["onefuzz", "event_grid", "cloud_events"])]
         message_format: Option<String>,
+        /// A header to send on every delivery, as 'Name: value'; repeat for each. Values are
+        /// write-only: `get` shows only the names.
+        #[arg(long = "header", short = 'H', value_name = "'NAME: VALUE'")]
+        headers: Vec<String>,
+        /// At most this many attempts per second to this webhook (1 to 10000).
+        #[arg(long = "rate_limit_per_second", visible_alias = "rate-limit-per-second", value_name = "N")]
+        rate_limit_per_second: Option<u32>,
     },
     /// List webhooks.
     List {
@@ -73,6 +80,23 @@ pub enum Command {
         secret_token: Option<String>,
         #[arg(long = "message_format", visible_alias = "message-format", value_parser = ["onefuzz", "event_grid", "cloud_events"])]
         message_format: Option<String>,
+        /// Replaces the whole set of custom headers, as 'Name: value'; repeat for each.
+        #[arg(long = "header", short = 'H', value_name = "'NAME: VALUE'", conflicts_with = "clear_headers")]
+        headers: Vec<String>,
+        /// Removes every custom header.
+        #[arg(long = "clear_headers", visible_alias = "clear-headers")]
+        clear_headers: bool,
+        /// At most this many attempts per second to this webhook (1 to 10000).
+        #[arg(
+            long = "rate_limit_per_second",
+            visible_alias = "rate-limit-per-second",
+            value_name = "N",
+            conflicts_with = "clear_rate_limit"
+        )]
+        rate_limit_per_second: Option<u32>,
+        /// Removes the rate limit.
+        #[arg(long = "clear_rate_limit", visible_alias = "clear-rate-limit")]
+        clear_rate_limit: bool,
         /// Re-enable a webhook that was disabled for failing.
         #[arg(long)]
         enable: bool,
@@ -90,6 +114,12 @@ pub enum Command {
         /// At most this many entries.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+    /// List the event type catalog, or show one type's JSON Schema and example.
+    #[command(name = "event-types", visible_alias = "event_types")]
+    EventTypes {
+        /// An event type; without it, every type is listed.
+        name: Option<String>,
     },
     /// Publish an event for fan-out to subscribed webhooks.
     Publish {

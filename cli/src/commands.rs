@@ -11,10 +11,12 @@ use crate::client::Client;
 pub async fn run(remote: &Remote, command: Command) -> Result<(), String> {
     let client = Client::new(remote).await?;
     let output = match command {
-        Command::Create { name, url, event_types, secret_token, message_format } => {
+        Command::Create { name, url, event_types, secret_token, message_format, headers, rate_limit_per_second } => {
             let mut body = json!({ "name": name, "url": url, "event_types": event_types });
             insert_some(&mut body, "secret_token", secret_token);
             insert_some(&mut body, "message_format", message_format);
+            insert_some(&mut body, "headers", header_map(&headers)?);
+            insert_some(&mut body, "rate_limit_per_second", rate_limit_per_second);
             client.call(Method::POST, "/webhooks", Some(&body)).await?
         }
         Command::List { event_type } => {
@@ -25,7 +27,19 @@ pub async fn run(remote: &Remote, command: Command) -> Result<(), String> {
             let id = resolve_id(&client, &id).await?;
             client.call(Method::GET, &format!("/webhooks/{id}"), None).await?
         }
-        Command::Update { id, name, url, event_types, secret_token, message_format, enable } => {
+        Command::Update {
+            id,
+            name,
+            url,
+            event_types,
+            secret_token,
+            message_format,
+            headers,
+            clear_headers,
+            rate_limit_per_second,
+            clear_rate_limit,
+            enable,
+        } => {
             let id = resolve_id(&client, &id).await?;
             let mut body = json!({});
             insert_some(&mut body, "name", name);
@@ -33,6 +47,14 @@ pub async fn run(remote: &Remote, command: Command) -> Result<(), String> {
             insert_some(&mut body, "event_types", event_types);
             insert_some(&mut body, "secret_token", secret_token);
             insert_some(&mut body, "message_format", message_format);
+            insert_some(&mut body, "headers", header_map(&headers)?);
+            insert_some(&mut body, "rate_limit_per_second", rate_limit_per_second);
+            if clear_headers {
+                insert_some(&mut body, "headers", Some(Value::Null));
+            }
+            if clear_rate_limit {
+                insert_some(&mut body, "rate_limit_per_second", Some(Value::Null));
+            }
             if enable {
                 insert_some(&mut body, "state", Some("enabled"));
             }
@@ -50,6 +72,15 @@ pub async fn run(remote: &Remote, command: Command) -> Result<(), String> {
             let id = resolve_id(&client, &id).await?;
             let query = state.map(|s| format!("state={s}")).unwrap_or_default();
             Value::Array(all_pages(&client, &format!("/webhooks/{id}/logs"), &query, limit).await?)
+        }
+        Command::EventTypes { name: None } => {
+            let catalog = client.call(Method::GET, "/event-types", None).await?;
+            let items = catalog.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+            let summary = items.iter().map(|t| json!({"name": t["name"], "operational": t["operational"]})).collect();
+            Value::Array(summary)
+        }
+        Command::EventTypes { name: Some(name) } => {
+            client.call(Method::GET, &format!("/event-types/{}", encode(&name)), None).await?
         }
         Command::Publish { event_type, event } => {
             let event: Value =
@@ -98,6 +129,25 @@ pub fn read_arg(arg: &str) -> Result<String, String> {
         Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}")),
         None => Ok(arg.to_owned()),
     }
+}
+
+/// `--header 'Name: value'` arguments as the API's `headers` object; none given is `None`.
+/// Errors name the argument by position, never its text, which may hold a credential.
+fn header_map(headers: &[String]) -> Result<Option<Map<String, Value>>, String> {
+    if headers.is_empty() {
+        return Ok(None);
+    }
+    let mut map = Map::new();
+    for (i, header) in headers.iter().enumerate() {
+        let (name, value) =
+            header.split_once(':').ok_or_else(|| format!("--header #{}: expected 'Name: value'", i + 1))?;
+        let name = name.trim();
+        if map.keys().any(|known| known.eq_ignore_ascii_case(name)) {
+            return Err(format!("--header #{}: {name} is given twice", i + 1));
+        }
+        map.insert(name.to_owned(), Value::String(value.trim().to_owned()));
+    }
+    Ok(Some(map))
 }
 
 fn encode(value: &str) -> String {

@@ -359,6 +359,7 @@ fn every_verb_has_help_and_completions_are_generated() {
         "publish",
         "redeliver",
         "recover",
+        "event-types",
         "listen",
         "verify",
     ] {
@@ -367,4 +368,104 @@ fn every_verb_has_help_and_completions_are_generated() {
     }
     let bash = Command::new(BIN).args(["completions", "bash"]).output().expect("run");
     assert!(String::from_utf8_lossy(&bash.stdout).contains("webhooks"));
+}
+
+#[test]
+fn headers_rate_limits_and_the_wildcard_are_set_replaced_and_cleared_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _server = serve(dir.path(), port, &[]);
+
+    let created = json_ok(
+        port,
+        &[
+            "create",
+            "opts",
+            "https://example.com/hook",
+            "*",
+            "delivery_failed",
+            "--header",
+            "Authorization: Bearer CLIVALUE-1",
+            "-H",
+            "X-Tenant:42",
+            "--rate_limit_per_second",
+            "25",
+        ],
+    );
+    let id = created["webhook_id"].as_str().expect("id").to_owned();
+    let got = json_ok(port, &["get", &id]);
+    json_ok(port, &["update", &id, "--header", "X-Other: CLIVALUE-2", "--rate-limit-per-second", "10000"]);
+    let replaced = json_ok(port, &["get", &id]);
+    json_ok(port, &["update", &id, "--name", "renamed"]);
+    let kept = json_ok(port, &["get", &id]);
+    json_ok(port, &["update", &id, "--clear_headers", "--clear_rate_limit"]);
+    let cleared = json_ok(port, &["get", &id]);
+
+    assert_eq!(created["event_types"], serde_json::json!(["*", "delivery_failed"]));
+    assert_eq!(got["header_names"], serde_json::json!(["Authorization", "X-Tenant"]));
+    assert_eq!(got["rate_limit_per_second"], 25);
+    assert!(!got.to_string().contains("CLIVALUE"), "{got}");
+    assert_eq!(replaced["header_names"], serde_json::json!(["X-Other"]));
+    assert_eq!(replaced["rate_limit_per_second"], 10000);
+    assert_eq!(kept["header_names"], serde_json::json!(["X-Other"]));
+    assert!(cleared.get("header_names").is_none() && cleared.get("rate_limit_per_second").is_none(), "{cleared}");
+}
+
+#[test]
+fn bad_headers_and_rate_limits_exit_1_naming_them_without_echoing_a_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _server = serve(dir.path(), port, &[]);
+    let create = |extra: &[&str]| {
+        let mut args = vec!["create", "n", "https://example.com", "ping"];
+        args.extend_from_slice(extra);
+        cli(port, &args)
+    };
+
+    let reserved = create(&["--header", "Host: CLISECRET"]);
+    let no_colon = create(&["--header", "CLISECRET"]);
+    let twice = create(&["--header", "X-A: 1", "--header", "x-a: CLISECRET"]);
+    let zero = create(&["--rate_limit_per_second", "0"]);
+    let too_high = create(&["--rate_limit_per_second", "10001"]);
+    let both = cli(port, &["update", "00000000", "--header", "X-A: 1", "--clear_headers"]);
+
+    for (output, expected) in [
+        (&reserved, "INVALID_REQUEST: headers.Host: a reserved header name"),
+        (&no_colon, "--header #1: expected 'Name: value'"),
+        (&twice, "--header #2: x-a is given twice"),
+        (&zero, "rate_limit_per_second: must be a whole number from 1 to 10000"),
+        (&too_high, "rate_limit_per_second: must be a whole number from 1 to 10000"),
+    ] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!stderr.contains("CLISECRET"), "{stderr}");
+    }
+    assert!(!both.status.success(), "--header and --clear_headers conflict");
+    assert_eq!(json_ok(port, &["list"]), serde_json::json!([]), "nothing was stored");
+}
+
+#[test]
+fn event_types_lists_the_catalog_and_shows_one_types_schema_and_example() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _server = serve(dir.path(), port, &[]);
+
+    let listed = json_ok(port, &["event-types"]);
+    let ping = json_ok(port, &["event-types", "ping"]);
+    let unknown = cli(port, &["event-types", "tsk_created"]);
+
+    let names: Vec<&str> =
+        listed.as_array().expect("array").iter().map(|t| t["name"].as_str().expect("name")).collect();
+    assert_eq!(names.len(), 30);
+    assert_eq!(names[0], "crash_reported");
+    assert_eq!(&names[28..], ["webhook_disabled", "delivery_failed"]);
+    assert_eq!(listed[29]["operational"], true);
+    assert_eq!(ping["schema"]["required"], serde_json::json!(["ping_id"]));
+    assert!(ping["example"]["ping_id"].is_string(), "{ping}");
+    assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&unknown.stderr).trim(),
+        "error: UNABLE_TO_FIND: unknown event type: tsk_created (did you mean task_created?)"
+    );
 }

@@ -7,23 +7,32 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::App;
-use crate::api::ApiError;
+pub use crate::domain::NewWebhook;
 use crate::domain::{
-    DeliveryLog, DeliveryState, EventEnvelope, MessageFormat, RotatedSecret, SecretToken, Webhook, WebhookId,
-    WebhookName, WebhookState, WebhookUrl,
+    CustomHeaders, DeliveryLog, DeliveryState, EventEnvelope, EventPattern, MessageFormat, RateLimit, RotatedSecret,
+    SecretToken, Webhook, WebhookId, WebhookName, WebhookState, WebhookUrl, dedup_event_types,
 };
 use crate::events::EventType;
-use crate::queue::{DeliverTask, QueueMessage, QueueTask};
+use crate::queue::{DeliverTask, QueueError, QueueMessage, QueueTask};
 use crate::store::{Page, PageRequest, StoreError};
 
-/// A valid new webhook, ready to store.
-#[derive(Debug, Clone)]
-pub struct NewWebhook {
-    pub name: WebhookName,
-    pub url: WebhookUrl,
-    pub event_types: Vec<EventType>,
-    pub secret_token: Option<SecretToken>,
-    pub message_format: Option<MessageFormat>,
+/// Why a domain operation did not happen. `api` maps each to a status once; nothing here
+/// knows about HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    #[error("unable to find webhook")]
+    WebhookNotFound,
+    #[error("no delivery of event {event_id} to webhook {webhook_id}")]
+    DeliveryNotFound { webhook_id: WebhookId, event_id: Uuid },
+    /// Its retries are still scheduled; an extra attempt now would cut that series short.
+    #[error("the delivery of event {event_id} is still {state}; redeliver it once it has succeeded or failed")]
+    DeliveryInProgress { event_id: Uuid, state: &'static str },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("enqueue task failed: {0}")]
+    Enqueue(String),
 }
 
 /// A valid change to a webhook; `None` leaves a field as it is.
@@ -31,10 +40,14 @@ pub struct NewWebhook {
 pub struct WebhookPatch {
     pub name: Option<WebhookName>,
     pub url: Option<WebhookUrl>,
-    pub event_types: Option<Vec<EventType>>,
+    pub event_types: Option<Vec<EventPattern>>,
     /// `Some(None)` removes the secret.
     pub secret_token: Option<Option<SecretToken>>,
     pub message_format: Option<MessageFormat>,
+    /// Replaces the whole set; `Some(None)` removes every header.
+    pub headers: Option<Option<CustomHeaders>>,
+    /// `Some(None)` removes the limit.
+    pub rate_limit_per_second: Option<Option<RateLimit>>,
     /// Turns a disabled webhook back on.
     pub enable: bool,
 }
@@ -43,29 +56,28 @@ pub struct WebhookPatch {
 const UPDATE_ATTEMPTS: usize = 3;
 
 impl App {
-    pub async fn create_webhook(&self, new: NewWebhook) -> Result<Webhook, ApiError> {
-        let webhook =
-            Webhook::new(new.name, new.url, new.event_types, new.secret_token, new.message_format, Utc::now());
+    pub async fn create_webhook(&self, new: NewWebhook) -> Result<Webhook, ManageError> {
+        let webhook = Webhook::new(new, Utc::now());
         self.store.create_webhook(&webhook).await?;
         tracing::info!(webhook_id = %webhook.webhook_id, "webhook created");
         Ok(webhook)
     }
 
-    pub async fn get_webhook(&self, id: WebhookId) -> Result<Webhook, ApiError> {
-        self.store.get_webhook(id).await?.ok_or(ApiError::WebhookNotFound)
+    pub async fn get_webhook(&self, id: WebhookId) -> Result<Webhook, ManageError> {
+        self.store.get_webhook(id).await?.ok_or(ManageError::WebhookNotFound)
     }
 
     pub async fn list_webhooks(
         &self,
         event_type: Option<EventType>,
         page: PageRequest,
-    ) -> Result<Page<Webhook>, ApiError> {
+    ) -> Result<Page<Webhook>, ManageError> {
         Ok(self.store.list_webhooks(event_type, page).await?)
     }
 
     /// A webhook's newest log entries, at most `max`, following pages; for the compat route
     /// that answers with one array.
-    pub async fn recent_logs(&self, id: WebhookId, max: usize) -> Result<Vec<DeliveryLog>, ApiError> {
+    pub async fn recent_logs(&self, id: WebhookId, max: usize) -> Result<Vec<DeliveryLog>, ManageError> {
         self.get_webhook(id).await?;
         let mut entries = Vec::new();
         let mut cursor = None;
@@ -82,7 +94,7 @@ impl App {
     }
 
     /// Every webhook, following pages; for the compat route that answers with one array.
-    pub async fn all_webhooks(&self) -> Result<Vec<Webhook>, ApiError> {
+    pub async fn all_webhooks(&self) -> Result<Vec<Webhook>, ManageError> {
         let mut all = Vec::new();
         let mut cursor = None;
         loop {
@@ -96,7 +108,7 @@ impl App {
     }
 
     /// Applies a patch, re-reading and retrying when a concurrent update won the race.
-    pub async fn update_webhook(&self, id: WebhookId, patch: WebhookPatch) -> Result<Webhook, ApiError> {
+    pub async fn update_webhook(&self, id: WebhookId, patch: WebhookPatch) -> Result<Webhook, ManageError> {
         for _ in 0..UPDATE_ATTEMPTS {
             let current = self.get_webhook(id).await?;
             let updated = apply_patch(current, &patch, Utc::now(), self.config.secret_rotation_grace);
@@ -117,14 +129,14 @@ impl App {
         Err(StoreError::Conflict.into())
     }
 
-    pub async fn delete_webhook(&self, id: WebhookId) -> Result<(), ApiError> {
+    pub async fn delete_webhook(&self, id: WebhookId) -> Result<(), ManageError> {
         self.store.delete_webhook(id).await?;
         tracing::info!(webhook_id = %id, "webhook deleted");
         Ok(())
     }
 
     /// Queues a signed `ping` for this webhook alone, whatever it subscribes to.
-    pub async fn ping_webhook(&self, id: WebhookId) -> Result<Uuid, ApiError> {
+    pub async fn ping_webhook(&self, id: WebhookId) -> Result<Uuid, ManageError> {
         self.get_webhook(id).await?;
         let ping_id = Uuid::new_v4();
         let envelope = EventEnvelope {
@@ -142,7 +154,7 @@ impl App {
     }
 
     /// Accepts a producer's event for fan-out.
-    pub async fn publish_event(&self, envelope: EventEnvelope) -> Result<Uuid, ApiError> {
+    pub async fn publish_event(&self, envelope: EventEnvelope) -> Result<Uuid, ManageError> {
         let event_id = envelope.event_id;
         let event_type = envelope.event_type;
         self.enqueue(QueueMessage::Event(envelope)).await?;
@@ -155,25 +167,21 @@ impl App {
         id: WebhookId,
         state: Option<DeliveryState>,
         page: PageRequest,
-    ) -> Result<Page<DeliveryLog>, ApiError> {
+    ) -> Result<Page<DeliveryLog>, ManageError> {
         self.get_webhook(id).await?;
         Ok(self.store.list_deliveries(id, state, page).await?)
     }
 
     /// Sends a finished (succeeded or failed) delivery again from its stored payload.
-    pub async fn redeliver(&self, id: WebhookId, event_id: Uuid) -> Result<(), ApiError> {
+    pub async fn redeliver(&self, id: WebhookId, event_id: Uuid) -> Result<(), ManageError> {
         self.get_webhook(id).await?;
         let entry = self
             .store
             .get_delivery(id, event_id)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no delivery of event {event_id} to webhook {id}")))?;
+            .ok_or(ManageError::DeliveryNotFound { webhook_id: id, event_id })?;
         if !entry.state.is_final() {
-            // Its retries are still scheduled; an extra attempt now would cut that series short.
-            return Err(ApiError::Conflict(format!(
-                "the delivery of event {event_id} is still {}; redeliver it once it has succeeded or failed",
-                entry.state.as_str()
-            )));
+            return Err(ManageError::DeliveryInProgress { event_id, state: entry.state.as_str() });
         }
         let task = QueueTask::Deliver(DeliverTask::redeliver(id, entry.try_count, entry.envelope));
         self.enqueue(QueueMessage::Task(task)).await?;
@@ -182,7 +190,7 @@ impl App {
     }
 
     /// Queues every failed delivery created since `since` again; returns how many.
-    pub async fn recover(&self, id: WebhookId, since: DateTime<Utc>) -> Result<usize, ApiError> {
+    pub async fn recover(&self, id: WebhookId, since: DateTime<Utc>) -> Result<usize, ManageError> {
         self.get_webhook(id).await?;
         let failed = self.store.deliveries_since(id, DeliveryState::Failed, since).await?;
         for entry in &failed {
@@ -195,12 +203,12 @@ impl App {
 
     /// Sends on a spawned task, so a client hanging up cannot cancel a send half-way: once
     /// begun, the message is either queued or the error is logged.
-    async fn enqueue(&self, message: QueueMessage) -> Result<(), ApiError> {
+    async fn enqueue(&self, message: QueueMessage) -> Result<(), ManageError> {
         let queue = self.queue.clone();
         let sent = tokio::spawn(async move { queue.send(&message, Duration::ZERO).await });
         match sent.await {
             Ok(result) => Ok(result?),
-            Err(join) => Err(ApiError::Internal(format!("enqueue task failed: {join}"))),
+            Err(join) => Err(ManageError::Enqueue(join.to_string())),
         }
     }
 }
@@ -213,7 +221,13 @@ fn apply_patch(mut webhook: Webhook, patch: &WebhookPatch, now: DateTime<Utc>, g
         webhook.url = url.clone();
     }
     if let Some(event_types) = &patch.event_types {
-        webhook.event_types = event_types.clone();
+        webhook.event_types = dedup_event_types(event_types.clone());
+    }
+    if let Some(headers) = &patch.headers {
+        webhook.headers = headers.clone();
+    }
+    if let Some(limit) = patch.rate_limit_per_second {
+        webhook.rate_limit_per_second = limit;
     }
     if let Some(format) = patch.message_format {
         webhook.message_format = Some(format);

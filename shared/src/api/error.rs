@@ -7,6 +7,8 @@ use serde::Serialize;
 
 use super::Surface;
 use crate::domain::ParseError;
+use crate::events::CatalogError;
+use crate::manage::ManageError;
 use crate::queue::QueueError;
 use crate::store::StoreError;
 
@@ -48,6 +50,28 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => Self::WebhookNotFound,
             StoreError::BadCursor => Self::InvalidRequest("next: not a valid pagination cursor".into()),
             StoreError::Backend(detail) => Self::Internal(format!("store: {detail}")),
+        }
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(err: CatalogError) -> Self {
+        match err {
+            CatalogError::Embedded(cause) => Self::Internal(cause),
+            refused => Self::InvalidRequest(refused.to_string()),
+        }
+    }
+}
+
+impl From<ManageError> for ApiError {
+    fn from(err: ManageError) -> Self {
+        match err {
+            ManageError::WebhookNotFound => Self::WebhookNotFound,
+            err @ ManageError::DeliveryNotFound { .. } => Self::NotFound(err.to_string()),
+            err @ ManageError::DeliveryInProgress { .. } => Self::Conflict(err.to_string()),
+            ManageError::Store(err) => err.into(),
+            ManageError::Queue(err) => err.into(),
+            err @ ManageError::Enqueue(_) => Self::Internal(err.to_string()),
         }
     }
 }

@@ -7,15 +7,18 @@ use serde_json::Value;
 
 use super::ApiError;
 use crate::config::Config;
-use crate::domain::{ParseError, SecretToken, WebhookId, WebhookName, WebhookUrl, dedup_event_types};
-use crate::events::EventType;
+use crate::domain::{
+    CustomHeaders, EventPattern, ParseError, RateLimit, SecretToken, WebhookId, WebhookName, WebhookUrl,
+    dedup_event_types,
+};
 use crate::manage::{NewWebhook, WebhookPatch};
 
-pub(crate) const CREATE_FIELDS: &[&str] = &["name", "url", "event_types", "secret_token", "message_format"];
+pub(crate) const CREATE_FIELDS: &[&str] =
+    &["name", "url", "event_types", "secret_token", "message_format", "headers", "rate_limit_per_second"];
 pub(crate) const REST_UPDATE_FIELDS: &[&str] =
-    &["name", "url", "event_types", "secret_token", "message_format", "state"];
+    &["name", "url", "event_types", "secret_token", "message_format", "headers", "rate_limit_per_second", "state"];
 pub(crate) const COMPAT_UPDATE_FIELDS: &[&str] =
-    &["webhook_id", "name", "url", "event_types", "secret_token", "message_format"];
+    &["webhook_id", "name", "url", "event_types", "secret_token", "message_format", "headers", "rate_limit_per_second"];
 
 #[derive(Deserialize)]
 pub(crate) struct CreateBody {
@@ -26,6 +29,10 @@ pub(crate) struct CreateBody {
     secret_token: Option<Value>,
     #[serde(default)]
     message_format: Option<String>,
+    #[serde(default)]
+    headers: Option<Value>,
+    #[serde(default)]
+    rate_limit_per_second: Option<Value>,
 }
 
 impl CreateBody {
@@ -36,12 +43,15 @@ impl CreateBody {
             event_types: event_types(&self.event_types)?,
             secret_token: self.secret_token.as_ref().map(secret).transpose()?.flatten(),
             message_format: self.message_format.as_deref().map(str::parse).transpose()?,
+            headers: self.headers.as_ref().map(headers).transpose()?.flatten(),
+            rate_limit_per_second: self.rate_limit_per_second.as_ref().map(rate_limit).transpose()?.flatten(),
         })
     }
 }
 
-/// Fields of a PATCH. On REST, `"secret_token": null` removes the secret; on the compat
-/// routes null means "unchanged", as OneFuzz clients send every field.
+/// Fields of a PATCH. On REST, null removes an optional setting (`secret_token`, `headers`,
+/// `rate_limit_per_second`); on the compat routes null means "unchanged", as OneFuzz clients
+/// send every field.
 #[derive(Deserialize)]
 pub(crate) struct UpdateBody {
     #[serde(default)]
@@ -56,6 +66,10 @@ pub(crate) struct UpdateBody {
     secret_token: Option<Value>,
     #[serde(default)]
     message_format: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    headers: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    rate_limit_per_second: Option<Value>,
     #[serde(default)]
     state: Option<String>,
 }
@@ -73,13 +87,11 @@ impl UpdateBody {
         }
     }
 
-    pub(crate) fn parse(self, config: &Config, null_secret_removes: bool) -> Result<WebhookPatch, ApiError> {
-        let secret_token = match self.secret_token.as_ref().map(secret).transpose()? {
-            None => None,
-            Some(None) if null_secret_removes => Some(None),
-            Some(None) => None,
-            Some(Some(secret)) => Some(Some(secret)),
-        };
+    pub(crate) fn parse(self, config: &Config, null_removes: bool) -> Result<WebhookPatch, ApiError> {
+        let secret_token = removable(self.secret_token.as_ref().map(secret).transpose()?, null_removes);
+        let headers = removable(self.headers.as_ref().map(headers).transpose()?, null_removes);
+        let rate_limit_per_second =
+            removable(self.rate_limit_per_second.as_ref().map(rate_limit).transpose()?, null_removes);
         let enable = match self.state.as_deref() {
             None => false,
             Some("enabled") => true,
@@ -93,8 +105,19 @@ impl UpdateBody {
             event_types: self.event_types.as_deref().map(event_types).transpose()?,
             secret_token,
             message_format: self.message_format.as_deref().map(str::parse).transpose()?,
+            headers,
+            rate_limit_per_second,
             enable,
         })
+    }
+}
+
+/// A parsed optional field of a PATCH: absent leaves it, a value sets it, and null removes it
+/// when `null_removes` (else leaves it).
+fn removable<T>(parsed: Option<Option<T>>, null_removes: bool) -> Option<Option<T>> {
+    match parsed {
+        Some(None) if !null_removes => None,
+        other => other,
     }
 }
 
@@ -139,7 +162,35 @@ fn secret(value: &Value) -> Result<Option<SecretToken>, ParseError> {
     }
 }
 
-fn event_types(names: &[String]) -> Result<Vec<EventType>, ParseError> {
-    let parsed = names.iter().map(|name| EventType::parse(name)).collect::<Result<Vec<_>, _>>()?;
+/// `{"Name": "value", ...}`; every error names the header, none shows a value.
+fn headers(value: &Value) -> Result<Option<CustomHeaders>, ParseError> {
+    let map = match value {
+        Value::Null => return Ok(None),
+        Value::Object(map) => map,
+        _ => return Err(ParseError::new("headers: must be an object of header names to string values")),
+    };
+    let mut pairs = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        match value {
+            Value::String(text) => pairs.push((name.as_str(), text.as_str())),
+            _ => {
+                // The name is checked first, so an error never echoes a name it refuses.
+                CustomHeaders::parse([(name.as_str(), "-")])?;
+                return Err(ParseError::new(format!("headers.{name}: the value must be a string")));
+            }
+        }
+    }
+    CustomHeaders::parse(pairs)
+}
+
+fn rate_limit(value: &Value) -> Result<Option<RateLimit>, ParseError> {
+    match value {
+        Value::Null => Ok(None),
+        other => RateLimit::from_json(other).map(Some),
+    }
+}
+
+fn event_types(names: &[String]) -> Result<Vec<EventPattern>, ParseError> {
+    let parsed = names.iter().map(|name| EventPattern::parse(name)).collect::<Result<Vec<_>, _>>()?;
     Ok(dedup_event_types(parsed))
 }

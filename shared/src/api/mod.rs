@@ -6,6 +6,7 @@ mod compat;
 mod create;
 mod delete;
 mod error;
+mod event_types;
 mod get;
 mod inputs;
 mod list;
@@ -46,6 +47,7 @@ pub mod handlers {
     pub use super::compat::handle as compat;
     pub use super::create::handle as create;
     pub use super::delete::handle as delete;
+    pub use super::event_types::handle as event_types;
     pub use super::get::handle as get;
     pub use super::list::handle as list;
     pub use super::logs::handle as logs;

@@ -31,7 +31,8 @@ pub fn authorize(app: &App, headers: &http::HeaderMap) -> Result<(), ApiError> {
 /// `/prod` in front of the route does not matter.
 pub(crate) fn route_segments(request: &Request) -> Vec<String> {
     let segments: Vec<String> = request.uri().path().split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
-    let start = segments.iter().position(|s| matches!(s.as_str(), "webhooks" | "api" | "events")).unwrap_or(0);
+    let start =
+        segments.iter().position(|s| matches!(s.as_str(), "webhooks" | "api" | "events" | "event-types")).unwrap_or(0);
     segments[start..].to_vec()
 }
 

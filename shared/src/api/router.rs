@@ -20,6 +20,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/webhooks/{id}/logs/{event_id}/redeliver"),
     ("POST", "/webhooks/{id}/recover"),
     ("POST", "/events"),
+    ("GET", "/event-types"),
+    ("GET", "/event-types/{name}"),
     ("POST", "/api/webhooks"),
     ("GET", "/api/webhooks"),
     ("PATCH", "/api/webhooks"),
@@ -44,6 +46,7 @@ pub async fn route(app: &App, request: Request) -> Response<Body> {
         (["webhooks", _, "logs", _, "redeliver"], &Method::POST) => handlers::redeliver(app, request).await,
         (["webhooks", _, "recover"], &Method::POST) => handlers::recover(app, request).await,
         (["events"], &Method::POST) => handlers::publish(app, request).await,
+        (["event-types"] | ["event-types", _], &Method::GET) => handlers::event_types(app, request).await,
         _ => {
             let error = match allowed_methods(&path) {
                 Some(allowed) => ApiError::MethodNotAllowed { method: method.to_string(), allowed },
@@ -59,7 +62,7 @@ fn allowed_methods(path: &[&str]) -> Option<&'static str> {
         ["webhooks"] => Some("GET, POST"),
         ["webhooks", _] => Some("GET, PATCH, DELETE"),
         ["webhooks", _, "ping" | "recover"] | ["webhooks", _, "logs", _, "redeliver"] | ["events"] => Some("POST"),
-        ["webhooks", _, "logs"] => Some("GET"),
+        ["webhooks", _, "logs"] | ["event-types"] | ["event-types", _] => Some("GET"),
         _ => None,
     }
 }

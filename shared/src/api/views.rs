@@ -6,8 +6,10 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::domain::{Attempt, DeliveryLog, DeliveryState, MessageFormat, Webhook, WebhookId, WebhookState};
-use crate::events::EventType;
+use crate::domain::{
+    Attempt, DeliveryLog, DeliveryState, EventPattern, MessageFormat, Webhook, WebhookId, WebhookState,
+};
+use crate::events::{CatalogError, EventType};
 
 /// What create, update and list show, as in the OneFuzz seed: no URL (chat-tool URLs carry
 /// credentials) and `message_format` only when it was set.
@@ -15,7 +17,7 @@ use crate::events::EventType;
 pub struct WebhookSummary {
     pub webhook_id: WebhookId,
     pub name: String,
-    pub event_types: Vec<EventType>,
+    pub event_types: Vec<EventPattern>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_format: Option<MessageFormat>,
 }
@@ -31,16 +33,21 @@ impl From<&Webhook> for WebhookSummary {
     }
 }
 
-/// What get shows: the summary plus the URL and non-secret metadata.
+/// What get shows: the summary plus the URL and non-secret metadata. Of the custom headers
+/// only the names: their values are write-only, like the secret.
 #[derive(Debug, Clone, Serialize)]
 pub struct WebhookDetail {
     pub webhook_id: WebhookId,
     pub name: String,
     pub url: String,
-    pub event_types: Vec<EventType>,
+    pub event_types: Vec<EventPattern>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_format: Option<MessageFormat>,
     pub has_secret_token: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_names: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_second: Option<u32>,
     pub state: WebhookState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,
@@ -57,6 +64,8 @@ impl From<&Webhook> for WebhookDetail {
             event_types: webhook.event_types.clone(),
             message_format: webhook.message_format,
             has_secret_token: webhook.secret_token.is_some(),
+            header_names: webhook.headers.as_ref().map(|h| h.names().into_iter().map(str::to_owned).collect()),
+            rate_limit_per_second: webhook.rate_limit_per_second.map(|limit| limit.per_second()),
             state: webhook.state,
             disabled_reason: webhook.disabled_reason.clone(),
             created_at: webhook.created_at,
@@ -120,4 +129,30 @@ impl LogEntryView {
 pub struct PageView<T> {
     pub items: Vec<T>,
     pub next: Option<String>,
+}
+
+/// A listing that is always complete: `{"items": [...]}`.
+#[derive(Debug, Serialize)]
+pub struct ItemsView<T> {
+    pub items: Vec<T>,
+}
+
+/// One type of the catalog (SPEC §11).
+#[derive(Debug, Serialize)]
+pub struct EventTypeView {
+    pub name: EventType,
+    pub schema: &'static Value,
+    pub example: &'static Value,
+    pub operational: bool,
+}
+
+impl EventTypeView {
+    pub fn of(event_type: EventType) -> Result<Self, CatalogError> {
+        Ok(Self {
+            name: event_type,
+            schema: event_type.schema()?,
+            example: event_type.example()?,
+            operational: event_type.is_operational(),
+        })
+    }
 }

@@ -98,7 +98,9 @@ pub struct SignedRequest {
 }
 
 /// Builds and signs the request for one attempt. `timestamp` is this attempt's time, so a
-/// retry carries a fresh `webhook-timestamp` (receivers reject stale ones).
+/// retry carries a fresh `webhook-timestamp` (receivers reject stale ones). The webhook's
+/// custom headers go in first: their names never collide with the service's (reserved names
+/// are refused when they are set), and the signature covers the body alone.
 pub fn signed_request(
     webhook: &Webhook,
     envelope: &EventEnvelope,
@@ -106,6 +108,16 @@ pub fn signed_request(
 ) -> Result<SignedRequest, serde_json::Error> {
     let (body, content_type) = body(webhook.webhook_id, webhook.format(), envelope)?;
     let mut headers = HeaderMap::new();
+    for (name, value) in webhook.headers.iter().flat_map(|custom| custom.expose()) {
+        // Parsed at the edge, so both always convert; a stored value that somehow does not is
+        // left out rather than failing the delivery.
+        if let (Ok(name), Ok(mut value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            // Marked sensitive: `Debug` of the map prints it redacted, and HTTP/2 keeps it out
+            // of header compression tables.
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+    }
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(http::header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
     let msg_id = envelope.event_id.to_string();
@@ -136,7 +148,7 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{SecretToken, WebhookName, WebhookUrl};
+    use crate::domain::{CustomHeaders, NewWebhook, SecretToken, WebhookName, WebhookUrl};
     use serde_json::json;
 
     fn envelope() -> EventEnvelope {
@@ -151,14 +163,15 @@ mod tests {
     }
 
     fn webhook(format: Option<MessageFormat>, secret: Option<&str>) -> Webhook {
-        let mut webhook = Webhook::new(
-            WebhookName::parse("n").unwrap(),
-            WebhookUrl::parse("https://example.com", false).unwrap(),
-            vec![],
-            secret.map(|s| SecretToken::parse(s).unwrap()),
-            format,
-            Utc::now(),
-        );
+        let new = NewWebhook {
+            secret_token: secret.map(|s| SecretToken::parse(s).unwrap()),
+            message_format: format,
+            ..NewWebhook::new(
+                WebhookName::parse("n").unwrap(),
+                WebhookUrl::parse("https://example.com", false).unwrap(),
+            )
+        };
+        let mut webhook = Webhook::new(new, Utc::now());
         // A fixed id, so the pinned signatures below stay valid.
         webhook.webhook_id = WebhookId::from(Uuid::from_u128(4));
         webhook
@@ -239,5 +252,22 @@ mod tests {
         assert!(request.headers.get("webhook-signature").is_none());
         assert!(request.headers.get("webhook-id").is_some());
         assert!(request.headers.get("webhook-timestamp").is_some());
+    }
+
+    #[test]
+    fn custom_headers_are_sent_beside_the_signature_and_redacted_in_debug() {
+        let mut hook = webhook(None, Some("secret"));
+        hook.headers =
+            CustomHeaders::parse([("Authorization", "Bearer receiver-api-key"), ("X-Tenant", "42")]).unwrap();
+
+        let request = signed_request(&hook, &envelope(), Utc::now()).unwrap();
+
+        assert_eq!(request.headers["authorization"], "Bearer receiver-api-key");
+        assert_eq!(request.headers["x-tenant"], "42");
+        assert!(request.headers.get("webhook-signature").is_some());
+        assert!(request.headers.get("x-onefuzz-digest").is_some());
+        assert_eq!(request.headers["content-type"], "application/json");
+        let printed = format!("{request:?}");
+        assert!(!printed.contains("receiver-api-key"), "{printed}");
     }
 }

@@ -96,15 +96,14 @@ pub fn failing_reason(since: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{WebhookName, WebhookUrl};
+    use crate::domain::{NewWebhook, WebhookName, WebhookUrl};
 
     fn webhook() -> Webhook {
         Webhook::new(
-            WebhookName::parse("h").unwrap(),
-            WebhookUrl::parse("https://example.com/", false).unwrap(),
-            Vec::new(),
-            None,
-            None,
+            NewWebhook::new(
+                WebhookName::parse("h").unwrap(),
+                WebhookUrl::parse("https://example.com/", false).unwrap(),
+            ),
             Utc::now(),
         )
     }

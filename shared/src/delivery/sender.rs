@@ -677,8 +677,8 @@ impl Sender {
 }
 
 /// The webhook's rate limit, if it has one.
-fn rate_limit_of(_webhook: &Webhook) -> Option<Gcra> {
-    None
+fn rate_limit_of(webhook: &Webhook) -> Option<Gcra> {
+    webhook.rate_limit_per_second.map(|limit| Gcra::of(limit.per_second()))
 }
 
 fn truncate(mut text: String, max_chars: usize) -> String {

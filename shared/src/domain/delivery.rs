@@ -483,7 +483,9 @@ mod tests {
         let mut entry = entry();
         entry.claim(Trigger::Fanout, after(45), now());
 
-        for trigger in [Trigger::Fanout, Trigger::Ping, Trigger::Retry { attempt: 1 }, Trigger::Redeliver { after: None }] {
+        for trigger in
+            [Trigger::Fanout, Trigger::Ping, Trigger::Retry { attempt: 1 }, Trigger::Redeliver { after: None }]
+        {
             assert_eq!(entry.decide(trigger, after(10)), Decision::Held { until: after(45) }, "{trigger:?}");
         }
         assert_eq!(entry.decide(Trigger::Fanout, after(46)), Decision::Attempt, "a dead sender's claim lapses");

@@ -2,6 +2,8 @@
 //! exists, it is valid, and nothing past the HTTP adapters re-checks it.
 
 mod delivery;
+mod options;
+mod pattern;
 mod rate;
 mod retry;
 mod webhook;
@@ -9,10 +11,12 @@ mod webhook;
 pub use delivery::{
     Attempt, Decision, DeliveryLog, DeliveryState, EventEnvelope, MAX_LOGGED_ATTEMPTS, Outcome, Recorded, Trigger,
 };
+pub use options::{CustomHeaders, MAX_HEADERS, RateLimit};
+pub use pattern::EventPattern;
 pub use rate::{Admission, Gcra, wait_for};
 pub use retry::RetryPolicy;
 pub use webhook::{
-    MessageFormat, RotatedSecret, SecretToken, Webhook, WebhookId, WebhookName, WebhookState, WebhookUrl,
+    MessageFormat, NewWebhook, RotatedSecret, SecretToken, Webhook, WebhookId, WebhookName, WebhookState, WebhookUrl,
     dedup_event_types,
 };
 
@@ -25,5 +29,11 @@ pub struct ParseError(pub String);
 impl ParseError {
     pub fn new(message: impl Into<String>) -> Self {
         Self(message.into())
+    }
+}
+
+impl From<crate::events::CatalogError> for ParseError {
+    fn from(err: crate::events::CatalogError) -> Self {
+        Self(err.to_string())
     }
 }

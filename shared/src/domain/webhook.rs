@@ -5,8 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::ParseError;
-use crate::events::EventType;
+use super::{CustomHeaders, EventPattern, ParseError, RateLimit};
 
 pub const MAX_NAME_CHARS: usize = 256;
 pub const MAX_URL_CHARS: usize = 2048;
@@ -205,6 +204,35 @@ pub enum WebhookState {
     Disabled,
 }
 
+/// A valid new webhook, as a client asked for it: the one value [`Webhook::new`] is built
+/// from, so a new option touches this struct and nothing positional.
+#[derive(Debug, Clone)]
+pub struct NewWebhook {
+    pub name: WebhookName,
+    pub url: WebhookUrl,
+    pub event_types: Vec<EventPattern>,
+    pub secret_token: Option<SecretToken>,
+    pub message_format: Option<MessageFormat>,
+    pub headers: Option<CustomHeaders>,
+    pub rate_limit_per_second: Option<RateLimit>,
+}
+
+impl NewWebhook {
+    /// A webhook with no subscriptions and no options; set the other fields as needed, e.g.
+    /// `NewWebhook { event_types, ..NewWebhook::new(name, url) }`.
+    pub fn new(name: WebhookName, url: WebhookUrl) -> Self {
+        Self {
+            name,
+            url,
+            event_types: Vec::new(),
+            secret_token: None,
+            message_format: None,
+            headers: None,
+            rate_limit_per_second: None,
+        }
+    }
+}
+
 /// A webhook as stored. Responses are built from it by `api::views`, never serialised
 /// from it directly, so the secret cannot reach a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -212,13 +240,19 @@ pub struct Webhook {
     pub webhook_id: WebhookId,
     pub name: WebhookName,
     pub url: WebhookUrl,
-    pub event_types: Vec<EventType>,
+    pub event_types: Vec<EventPattern>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_token: Option<SecretToken>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotated_secret: Option<RotatedSecret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_format: Option<MessageFormat>,
+    /// Extra request headers (SPEC §9.1); values write-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<CustomHeaders>,
+    /// At most this many attempts start per second (SPEC §9.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_second: Option<RateLimit>,
     #[serde(default)]
     pub state: WebhookState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,22 +269,18 @@ pub struct Webhook {
 
 impl Webhook {
     /// A new, enabled webhook with a fresh id, created at `now`.
-    pub fn new(
-        name: WebhookName,
-        url: WebhookUrl,
-        event_types: Vec<EventType>,
-        secret_token: Option<SecretToken>,
-        message_format: Option<MessageFormat>,
-        now: DateTime<Utc>,
-    ) -> Self {
+    pub fn new(new: NewWebhook, now: DateTime<Utc>) -> Self {
+        let NewWebhook { name, url, event_types, secret_token, message_format, headers, rate_limit_per_second } = new;
         Self {
             webhook_id: WebhookId::new(),
             name,
             url,
-            event_types,
+            event_types: dedup_event_types(event_types),
             secret_token,
             rotated_secret: None,
             message_format,
+            headers,
+            rate_limit_per_second,
             state: WebhookState::Enabled,
             disabled_reason: None,
             failing_since: None,
@@ -262,6 +292,11 @@ impl Webhook {
 
     pub fn format(&self) -> MessageFormat {
         self.message_format.unwrap_or_default()
+    }
+
+    /// Whether an event of `event_type` fans out to this webhook (named, or by `"*"`).
+    pub fn subscribes_to(&self, event_type: crate::events::EventType) -> bool {
+        self.event_types.iter().any(|pattern| pattern.matches(event_type))
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -284,7 +319,7 @@ impl Webhook {
 
 /// Event types without duplicates, in the order first given, so the stored list and the
 /// subscription items agree.
-pub fn dedup_event_types(mut types: Vec<EventType>) -> Vec<EventType> {
+pub fn dedup_event_types(mut types: Vec<EventPattern>) -> Vec<EventPattern> {
     let mut seen = std::collections::HashSet::new();
     types.retain(|t| seen.insert(*t));
     types
@@ -348,14 +383,14 @@ mod tests {
     #[test]
     fn a_rotated_secret_signs_only_within_its_grace_window() {
         let now = Utc::now();
-        let mut webhook = Webhook::new(
-            WebhookName::parse("n").unwrap(),
-            WebhookUrl::parse("https://example.com", false).unwrap(),
-            vec![],
-            Some(SecretToken::parse("new").unwrap()),
-            None,
-            now,
-        );
+        let new = NewWebhook {
+            secret_token: Some(SecretToken::parse("new").unwrap()),
+            ..NewWebhook::new(
+                WebhookName::parse("n").unwrap(),
+                WebhookUrl::parse("https://example.com", false).unwrap(),
+            )
+        };
+        let mut webhook = Webhook::new(new, now);
         webhook.rotated_secret = Some(RotatedSecret {
             secret_token: SecretToken::parse("old").unwrap(),
             expires_at: now + chrono::Duration::hours(1),
@@ -365,5 +400,45 @@ mod tests {
         assert_eq!(webhook.signing_secrets(now + chrono::Duration::hours(2)).len(), 1);
         webhook.secret_token = None;
         assert_eq!(webhook.signing_secrets(now).len(), 1);
+    }
+
+    #[test]
+    fn a_stored_record_from_before_the_options_reads_back_without_them() {
+        let mut record = serde_json::to_value(Webhook::new(
+            NewWebhook::new(WebhookName::parse("n").unwrap(), WebhookUrl::parse("https://example.com", false).unwrap()),
+            Utc::now(),
+        ))
+        .unwrap();
+        record.as_object_mut().unwrap().retain(|key, _| key != "headers" && key != "rate_limit_per_second");
+        record["event_types"] = serde_json::json!(["task_created", "*"]);
+
+        let webhook: Webhook = serde_json::from_value(record).unwrap();
+
+        assert_eq!(webhook.headers, None);
+        assert_eq!(webhook.rate_limit_per_second, None);
+        assert_eq!(webhook.event_types, [EventPattern::Type(crate::events::EventType::TaskCreated), EventPattern::All]);
+        assert!(webhook.subscribes_to(crate::events::EventType::NodeHeartbeat));
+        assert!(!webhook.subscribes_to(crate::events::EventType::DeliveryFailed));
+    }
+
+    #[test]
+    fn the_stored_record_keeps_header_values_but_debug_never_shows_them() {
+        let new = NewWebhook {
+            headers: CustomHeaders::parse([("Authorization", "Bearer top-secret-key")]).unwrap(),
+            rate_limit_per_second: Some(RateLimit::new(5).unwrap()),
+            ..NewWebhook::new(
+                WebhookName::parse("n").unwrap(),
+                WebhookUrl::parse("https://example.com", false).unwrap(),
+            )
+        };
+        let webhook = Webhook::new(new, Utc::now());
+
+        let stored = serde_json::to_string(&webhook).unwrap();
+        let printed = format!("{webhook:?}");
+
+        assert_eq!(serde_json::from_str::<Webhook>(&stored).unwrap(), webhook);
+        assert!(stored.contains("top-secret-key"), "the store must keep the value to send it");
+        assert!(!printed.contains("top-secret-key"), "{printed}");
+        assert!(printed.contains("Authorization"));
     }
 }

@@ -1,5 +1,7 @@
-//! The 28 OneFuzz event types and their payload schemas (SPEC §5). Schemas are embedded in the
-//! binary and each is compiled on first use, so cold starts pay only for the types they see.
+//! The event catalog: OneFuzz's 28 types (SPEC §5) and the 2 operational ones (§10), each with
+//! its payload's JSON Schema and an example. Schemas and examples are embedded in the binary
+//! and each schema is compiled on first use, so cold starts pay only for the types they see.
+//! A leaf module: it imports nothing from the rest of the crate.
 
 use std::fmt;
 use std::str::FromStr;
@@ -8,7 +10,18 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::domain::ParseError;
+/// Why a name or a payload was refused. The text is safe to show to a client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    /// Exactly SPEC §3's wording: OneFuzz clients and checks compare this text.
+    #[error("unknown event type: {0}")]
+    UnknownType(String),
+    #[error("event does not match the {event_type} schema: {problems}")]
+    SchemaMismatch { event_type: EventType, problems: String },
+    /// The embedded data is broken: a build defect, not the client's fault.
+    #[error("{0}")]
+    Embedded(String),
+}
 
 macro_rules! event_types {
     ($($variant:ident => $name:literal),+ $(,)?) => {
@@ -59,12 +72,35 @@ event_types! {
     TaskHeartbeat => "task_heartbeat",
     TaskStateUpdated => "task_state_updated",
     TaskStopped => "task_stopped",
+    WebhookDisabled => "webhook_disabled",
+    DeliveryFailed => "delivery_failed",
 }
 
 impl EventType {
     /// Parses a catalog name; an unknown one is refused in SPEC §3's words.
-    pub fn parse(value: &str) -> Result<Self, ParseError> {
+    pub fn parse(value: &str) -> Result<Self, CatalogError> {
         value.parse()
+    }
+
+    /// The service's own types (SPEC §10), raised by the sender rather than a producer.
+    pub fn is_operational(self) -> bool {
+        matches!(self, Self::WebhookDisabled | Self::DeliveryFailed)
+    }
+
+    /// Whether `"*"` subscribes to this type: every OneFuzz type, present and future, but no
+    /// operational type, which must be named (SPEC §9.2).
+    pub fn matched_by_wildcard(self) -> bool {
+        !self.is_operational()
+    }
+
+    /// The JSON Schema `event` payloads of this type are validated against.
+    pub fn schema(self) -> Result<&'static Value, CatalogError> {
+        lookup(embedded_schemas(), self, "schema")
+    }
+
+    /// An example payload; it validates against [`EventType::schema`].
+    pub fn example(self) -> Result<&'static Value, CatalogError> {
+        lookup(embedded_examples(), self, "example")
     }
 
     /// The known type whose name is closest to `value`, if one is near enough to be a typo.
@@ -80,11 +116,8 @@ impl EventType {
 
     /// Checks an event payload against this type's JSON Schema. The message lists the first
     /// few violations with their JSON pointers.
-    pub fn validate(self, event: &Value) -> Result<(), ParseError> {
-        let validator = match compiled(self) {
-            Ok(validator) => validator,
-            Err(message) => return Err(ParseError::new(message.clone())),
-        };
+    pub fn validate(self, event: &Value) -> Result<(), CatalogError> {
+        let validator = compiled(self).as_ref().map_err(|message| CatalogError::Embedded(message.clone()))?;
         let problems: Vec<String> = validator
             .iter_errors(event)
             .take(3)
@@ -97,20 +130,20 @@ impl EventType {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(ParseError::new(format!("event does not match the {} schema: {}", self.as_str(), problems.join("; "))))
+            Err(CatalogError::SchemaMismatch { event_type: self, problems: problems.join("; ") })
         }
     }
 }
 
 impl FromStr for EventType {
-    type Err = ParseError;
+    type Err = CatalogError;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match Self::ALL.iter().find(|t| t.as_str() == value) {
-            Some(found) => Ok(*found),
-            // Exactly SPEC §3's wording: OneFuzz clients and checks compare this text.
-            None => Err(ParseError::new(format!("{UNKNOWN_EVENT_TYPE}{value}"))),
-        }
+        Self::ALL
+            .iter()
+            .find(|t| t.as_str() == value)
+            .copied()
+            .ok_or_else(|| CatalogError::UnknownType(value.to_owned()))
     }
 }
 
@@ -137,22 +170,35 @@ impl<'de> Deserialize<'de> for EventType {
 }
 
 const SCHEMAS_JSON: &str = include_str!("../../data/event-schemas.json");
+const EXAMPLES_JSON: &str = include_str!("../../data/event-examples.json");
 
+type Embedded = Result<serde_json::Map<String, Value>, String>;
 type Compiled = Result<jsonschema::Validator, String>;
 
+fn embedded_schemas() -> &'static Embedded {
+    static SCHEMAS: OnceLock<Embedded> = OnceLock::new();
+    SCHEMAS
+        .get_or_init(|| serde_json::from_str(SCHEMAS_JSON).map_err(|e| format!("embedded schemas are not JSON: {e}")))
+}
+
+fn embedded_examples() -> &'static Embedded {
+    static EXAMPLES: OnceLock<Embedded> = OnceLock::new();
+    EXAMPLES
+        .get_or_init(|| serde_json::from_str(EXAMPLES_JSON).map_err(|e| format!("embedded examples are not JSON: {e}")))
+}
+
+fn lookup(data: &'static Embedded, event_type: EventType, what: &str) -> Result<&'static Value, CatalogError> {
+    data.as_ref()
+        .map_err(|e| CatalogError::Embedded(e.clone()))?
+        .get(event_type.as_str())
+        .ok_or_else(|| CatalogError::Embedded(format!("no {what} for {event_type}")))
+}
+
 fn compiled(event_type: EventType) -> &'static Compiled {
-    static SCHEMAS: OnceLock<Result<serde_json::Map<String, Value>, String>> = OnceLock::new();
-    static VALIDATORS: [OnceLock<Compiled>; 28] = [const { OnceLock::new() }; 28];
+    static VALIDATORS: [OnceLock<Compiled>; EventType::ALL.len()] = [const { OnceLock::new() }; EventType::ALL.len()];
 
     VALIDATORS[event_type.index()].get_or_init(|| {
-        let schemas = SCHEMAS.get_or_init(|| {
-            serde_json::from_str(SCHEMAS_JSON).map_err(|e| format!("embedded schemas are not JSON: {e}"))
-        });
-        let schema = schemas
-            .as_ref()
-            .map_err(Clone::clone)?
-            .get(event_type.as_str())
-            .ok_or_else(|| format!("no schema for {event_type}"))?;
+        let schema = event_type.schema().map_err(|e| e.to_string())?;
         // OneFuzz's pydantic models reject a malformed uuid or date-time; so must we.
         jsonschema::options()
             .should_validate_formats(true)
@@ -165,11 +211,10 @@ fn compiled(event_type: EventType) -> &'static Compiled {
 mod tests {
     use super::*;
 
-    const EXAMPLES: &str = include_str!("../../data/event-examples.json");
-
     #[test]
-    fn the_catalog_has_the_28_spec_types_and_each_schema_compiles() {
-        assert_eq!(EventType::ALL.len(), 28);
+    fn the_catalog_has_the_28_spec_types_and_the_2_operational_ones_and_each_schema_compiles() {
+        assert_eq!(EventType::ALL.len(), 30);
+        assert_eq!(EventType::ALL.iter().filter(|t| t.is_operational()).count(), 2);
         for t in EventType::ALL {
             assert!(compiled(*t).is_ok(), "{t}");
             assert_eq!(EventType::parse(t.as_str()), Ok(*t));
@@ -178,33 +223,39 @@ mod tests {
 
     #[test]
     fn every_example_event_validates_against_its_schema() {
-        let examples: serde_json::Map<String, Value> = serde_json::from_str(EXAMPLES).unwrap();
-
         for t in EventType::ALL {
-            let example = &examples[t.as_str()];
+            let example = t.example().unwrap();
             assert_eq!(t.validate(example), Ok(()), "{t}");
         }
+    }
+
+    #[test]
+    fn only_the_operational_types_escape_the_wildcard() {
+        let escaping: Vec<&str> =
+            EventType::ALL.iter().filter(|t| !t.matched_by_wildcard()).map(|t| t.as_str()).collect();
+
+        assert_eq!(escaping, ["webhook_disabled", "delivery_failed"]);
     }
 
     #[test]
     fn an_event_missing_a_required_field_is_refused_with_its_path() {
         let err = EventType::Ping.validate(&serde_json::json!({"other": 1})).unwrap_err();
 
-        assert!(err.0.contains("ping_id"), "{err}");
+        assert!(err.to_string().contains("ping_id"), "{err}");
     }
 
     #[test]
     fn a_malformed_uuid_in_an_event_is_refused() {
         let err = EventType::Ping.validate(&serde_json::json!({"ping_id": "nope"})).unwrap_err();
 
-        assert!(err.0.contains("/ping_id"), "{err}");
+        assert!(err.to_string().contains("/ping_id"), "{err}");
     }
 
     #[test]
     fn an_unknown_event_type_is_refused_in_the_specs_exact_words() {
         let err = EventType::parse("tsk_created").unwrap_err();
 
-        assert_eq!(err.0, "unknown event type: tsk_created");
+        assert_eq!(err.to_string(), "unknown event type: tsk_created");
     }
 
     #[test]

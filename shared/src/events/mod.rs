@@ -1,7 +1,12 @@
-//! What producers send: the event catalog and the accepted message shapes (SPEC §4-5).
+//! What producers send: the event catalog (a leaf module), the message shape producers use
+//! (SPEC §4-5), and the service's own operational events (§10).
 
 mod catalog;
 mod ingest;
+pub mod operational;
 
-pub use catalog::{EventType, UNKNOWN_EVENT_TYPE};
-pub use ingest::{Incoming, IngestDefaults, MAX_EVENT_BYTES, parse_event_message, parse_queue_body};
+/// Queue bodies are parsed beside `QueueMessage::to_body`; these names stay for callers that
+/// imported them from here.
+pub use crate::queue::{QueueMessage as Incoming, parse_queue_body};
+pub use catalog::{CatalogError, EventType, UNKNOWN_EVENT_TYPE};
+pub use ingest::{IngestDefaults, MAX_EVENT_BYTES, id_from_message_id, parse_event_message};

@@ -11,19 +11,21 @@ use uuid::Uuid;
 
 use super::{Cursor, PageRequest, PendingTask, Read, Store, StoreError};
 use crate::domain::{
-    Attempt, DeliveryLog, DeliveryState, EventEnvelope, SecretToken, Webhook, WebhookId, WebhookName, WebhookUrl,
+    Attempt, CustomHeaders, DeliveryLog, DeliveryState, EventEnvelope, EventPattern, NewWebhook, RateLimit,
+    SecretToken, Webhook, WebhookId, WebhookName, WebhookUrl,
 };
 use crate::events::EventType;
 
 pub(crate) fn webhook(name: &str, event_types: &[EventType]) -> Webhook {
-    Webhook::new(
-        WebhookName::parse(name).expect("test name"),
-        WebhookUrl::parse("https://example.com/hook", false).expect("test url"),
-        event_types.to_vec(),
-        Some(SecretToken::parse("s3cret").expect("test secret")),
-        None,
-        Utc::now(),
-    )
+    let new = NewWebhook {
+        event_types: event_types.iter().copied().map(EventPattern::from).collect(),
+        secret_token: Some(SecretToken::parse("s3cret").expect("test secret")),
+        ..NewWebhook::new(
+            WebhookName::parse(name).expect("test name"),
+            WebhookUrl::parse("https://example.com/hook", false).expect("test url"),
+        )
+    };
+    Webhook::new(new, Utc::now())
 }
 
 pub(crate) fn delivery(webhook_id: WebhookId, created_at: chrono::DateTime<Utc>) -> DeliveryLog {
@@ -66,6 +68,8 @@ where
     a_run_of_failures_keeps_its_start_until_restarted_or_cleared(fresh().await.as_ref()).await;
     succeeded_since_sees_only_successes_from_that_time(fresh().await.as_ref()).await;
     a_rate_limit_time_moves_only_from_the_value_read(fresh().await.as_ref()).await;
+    headers_and_a_rate_limit_read_back_and_an_update_replaces_or_removes_them(fresh().await.as_ref()).await;
+    a_wildcard_subscription_is_stored_under_its_own_key(fresh().await.as_ref()).await;
 }
 
 async fn a_rate_limit_time_moves_only_from_the_value_read(store: &dyn Store) {
@@ -146,6 +150,68 @@ async fn succeeded_since_sees_only_successes_from_that_time(store: &dyn Store) {
     assert!(!elsewhere);
 }
 
+async fn headers_and_a_rate_limit_read_back_and_an_update_replaces_or_removes_them(store: &dyn Store) {
+    let mut hook = webhook("options", &[EventType::TaskCreated]);
+    hook.headers = CustomHeaders::parse([("Authorization", "Bearer k1"), ("X-Tenant", "42")]).expect("headers");
+    hook.rate_limit_per_second = Some(RateLimit::new(7).expect("limit"));
+    store.create_webhook(&hook).await.expect("create");
+    let created = store.get_webhook(hook.webhook_id).await.expect("get").expect("exists");
+
+    hook.headers = CustomHeaders::parse([("X-Other", "v")]).expect("headers");
+    hook.rate_limit_per_second = Some(RateLimit::new(10_000).expect("limit"));
+    hook.version += 1;
+    store.update_webhook(&hook).await.expect("replace");
+    let replaced = store.get_webhook(hook.webhook_id).await.expect("get").expect("exists");
+
+    hook.headers = None;
+    hook.rate_limit_per_second = None;
+    hook.version += 1;
+    store.update_webhook(&hook).await.expect("remove");
+    let removed = store.get_webhook(hook.webhook_id).await.expect("get").expect("exists");
+
+    let names = |w: &Webhook| w.headers.as_ref().map(|h| h.names().join(",")).unwrap_or_default();
+    let values = |w: &Webhook| {
+        w.headers.as_ref().map(|h| h.expose().map(|(_, v)| v.to_owned()).collect::<Vec<_>>()).unwrap_or_default()
+    };
+    assert_eq!(names(&created), "Authorization,X-Tenant", "the order given is kept");
+    assert_eq!(values(&created), ["Bearer k1", "42"]);
+    assert_eq!(created.rate_limit_per_second.map(RateLimit::per_second), Some(7));
+    assert_eq!(names(&replaced), "X-Other");
+    assert_eq!(replaced.rate_limit_per_second.map(RateLimit::per_second), Some(10_000));
+    assert_eq!(removed, hook);
+    assert_eq!((removed.headers, removed.rate_limit_per_second), (None, None));
+}
+
+/// The stores key subscriptions by `pattern.as_str()`: `"*"` reads back as itself, beside
+/// named types, and its items move and go with the webhook like any other.
+async fn a_wildcard_subscription_is_stored_under_its_own_key(store: &dyn Store) {
+    let mut everything = webhook("everything", &[]);
+    everything.event_types = vec![EventPattern::All, EventType::DeliveryFailed.into()];
+    let named = webhook("named", &[EventType::TaskCreated]);
+    store.create_webhook(&everything).await.expect("create");
+    store.create_webhook(&named).await.expect("create");
+
+    let read = store.get_webhook(everything.webhook_id).await.expect("get").expect("exists");
+    let by_task = store.subscribers(EventType::TaskCreated).await.expect("subs");
+    let by_failed = store.subscribers(EventType::DeliveryFailed).await.expect("subs");
+    let (all_listed, _) = collect_pages(store, None, 10).await;
+
+    assert_eq!(read.event_types, [EventPattern::All, EventPattern::Type(EventType::DeliveryFailed)]);
+    assert!(by_task.iter().any(|w| w.webhook_id == named.webhook_id));
+    assert!(by_task.iter().any(|w| w.webhook_id == everything.webhook_id), "\"*\" reaches every OneFuzz type");
+    assert_eq!(by_task.len(), 2, "each subscriber once");
+    assert_eq!(by_failed.iter().map(|w| w.webhook_id).collect::<Vec<_>>(), [everything.webhook_id]);
+    assert_eq!(all_listed.len(), 2);
+
+    everything.event_types = vec![EventType::TaskCreated.into()];
+    everything.version += 1;
+    store.update_webhook(&everything).await.expect("update");
+    assert!(store.subscribers(EventType::DeliveryFailed).await.expect("subs").is_empty());
+    assert_eq!(store.subscribers(EventType::TaskCreated).await.expect("subs").len(), 2);
+    store.delete_webhook(everything.webhook_id).await.expect("delete");
+    assert_eq!(store.subscribers(EventType::TaskCreated).await.expect("subs").len(), 1);
+}
+
 async fn an_entry_past_retention_is_gone_before_any_purge(store: &dyn Store) {
     let webhook_id = WebhookId::new();
     let mut expired = delivery(webhook_id, Utc::now() - Duration::days(8));
@@ -197,7 +263,7 @@ async fn an_update_moves_subscriptions_to_the_new_event_types(store: &dyn Store)
     let mut hook = webhook("a", &[EventType::TaskCreated, EventType::TaskFailed]);
     store.create_webhook(&hook).await.expect("create");
 
-    hook.event_types = vec![EventType::TaskFailed, EventType::JobCreated];
+    hook.event_types = vec![EventType::TaskFailed.into(), EventType::JobCreated.into()];
     hook.name = WebhookName::parse("renamed").expect("name");
     hook.version += 1;
     store.update_webhook(&hook).await.expect("update");
@@ -215,12 +281,12 @@ async fn an_update_from_a_stale_version_conflicts(store: &dyn Store) {
     store.create_webhook(&hook).await.expect("create");
     let mut first = hook.clone();
     first.version = 1;
-    first.event_types = vec![EventType::JobCreated];
+    first.event_types = vec![EventType::JobCreated.into()];
     store.update_webhook(&first).await.expect("first update");
 
     let mut stale = hook.clone();
     stale.version = 1;
-    stale.event_types = vec![EventType::NodeCreated];
+    stale.event_types = vec![EventType::NodeCreated.into()];
     let result = store.update_webhook(&stale).await;
 
     assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");

@@ -59,7 +59,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{Cursor, DeliveryKey, Page, PageRequest, Read, Store, StoreError};
-use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, Webhook, WebhookId};
+use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, EventPattern, Webhook, WebhookId};
 use crate::events::EventType;
 
 #[cfg(test)]
@@ -259,7 +259,7 @@ impl Key {
         Self { pk: WEBHOOKS_PARTITION.to_owned(), sk: webhook_sort(id) }
     }
 
-    fn subscription(event_type: EventType, id: WebhookId) -> Self {
+    fn subscription(event_type: EventPattern, id: WebhookId) -> Self {
         Self { pk: subscription_partition(event_type), sk: webhook_sort(id) }
     }
 
@@ -305,8 +305,9 @@ fn webhook_sort(id: WebhookId) -> String {
     format!("{WEBHOOK_SORT_PREFIX}{id}")
 }
 
-fn subscription_partition(event_type: EventType) -> String {
-    format!("SUB#{event_type}")
+/// `SUB#*` holds the webhooks subscribed to every OneFuzz type.
+fn subscription_partition(pattern: EventPattern) -> String {
+    format!("SUB#{}", pattern.as_str())
 }
 
 fn log_partition(webhook_id: WebhookId) -> String {
@@ -856,8 +857,8 @@ impl DynamoStore {
         let id = webhook.webhook_id;
         let mut writes = vec![self.put_write(encode(&Keyed::new(Key::webhook(id), webhook))?, Some(condition))?];
         // A set: one transaction may not touch the same subscription item twice.
-        for event_type in webhook.event_types.iter().copied().collect::<BTreeSet<_>>() {
-            writes.push(self.put_write(encode(&Keyed::new(Key::subscription(event_type, id), webhook))?, None)?);
+        for pattern in webhook.event_types.iter().copied().collect::<BTreeSet<_>>() {
+            writes.push(self.put_write(encode(&Keyed::new(Key::subscription(pattern, id), webhook))?, None)?);
         }
         Ok(writes)
     }
@@ -957,8 +958,8 @@ impl Store for DynamoStore {
         if current.version != expected {
             return Err(StoreError::Conflict);
         }
-        let before: BTreeSet<EventType> = current.event_types.iter().copied().collect();
-        let after: BTreeSet<EventType> = webhook.event_types.iter().copied().collect();
+        let before: BTreeSet<EventPattern> = current.event_types.iter().copied().collect();
+        let after: BTreeSet<EventPattern> = webhook.event_types.iter().copied().collect();
         let mut writes = self.webhook_writes(webhook, Condition::version_is(expected))?;
         for removed in before.difference(&after) {
             writes.push(self.delete_write(&Key::subscription(*removed, id), None)?);
@@ -982,8 +983,8 @@ impl Store for DynamoStore {
                 self.delete_write(&Key::failing(id), None)?,
                 self.delete_write(&Key::rate(id), None)?,
             ];
-            for event_type in current.event_types.iter().copied().collect::<BTreeSet<_>>() {
-                writes.push(self.delete_write(&Key::subscription(event_type, id), None)?);
+            for pattern in current.event_types.iter().copied().collect::<BTreeSet<_>>() {
+                writes.push(self.delete_write(&Key::subscription(pattern, id), None)?);
             }
             match self.transact(writes).await {
                 Ok(()) => return Ok(()),
@@ -1000,7 +1001,7 @@ impl Store for DynamoStore {
         page: PageRequest,
     ) -> Result<Page<Webhook>, StoreError> {
         let partition = match event_type {
-            Some(event_type) => subscription_partition(event_type),
+            Some(event_type) => subscription_partition(EventPattern::Type(event_type)),
             None => WEBHOOKS_PARTITION.to_owned(),
         };
         let mut start =
@@ -1025,7 +1026,7 @@ impl Store for DynamoStore {
                     self.webhooks_of_subscriptions(items)
                         .await?
                         .into_iter()
-                        .filter(|w| w.event_types.contains(&event_type)),
+                        .filter(|w| w.event_types.contains(&EventPattern::Type(event_type))),
                 ),
             }
             if found.len() >= wanted {
@@ -1043,12 +1044,23 @@ impl Store for DynamoStore {
 
     async fn subscribers(&self, event_type: EventType) -> Result<Vec<Webhook>, StoreError> {
         // Eventually consistent, at half the cost: a webhook created or changed a moment ago
-        // may miss an event, as it may with any webhook service.
-        let mut query = PartitionQuery::table(&subscription_partition(event_type));
-        query.consistent = false;
-        let items = self.query_all(&query).await?;
-        let webhooks = self.webhooks_of_subscriptions(items).await?;
-        Ok(webhooks.into_iter().filter(|webhook| webhook.event_types.contains(&event_type)).collect())
+        // may miss an event, as it may with any webhook service. Those subscribed to `*` are
+        // one more partition, so no fan-out scans all webhooks.
+        let mut patterns = vec![EventPattern::Type(event_type)];
+        if event_type.matched_by_wildcard() {
+            patterns.push(EventPattern::All);
+        }
+        let mut items = Vec::new();
+        for pattern in patterns {
+            let mut query = PartitionQuery::table(&subscription_partition(pattern));
+            query.consistent = false;
+            items.extend(self.query_all(&query).await?);
+        }
+        let mut webhooks = self.webhooks_of_subscriptions(items).await?;
+        webhooks.retain(|webhook| webhook.event_types.iter().any(|pattern| pattern.matches(event_type)));
+        let mut seen = std::collections::HashSet::new();
+        webhooks.retain(|webhook| seen.insert(webhook.webhook_id));
+        Ok(webhooks)
     }
 
     async fn insert_delivery(&self, entry: &DeliveryLog) -> Result<bool, StoreError> {

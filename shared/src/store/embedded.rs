@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{Cursor, Page, PageRequest, PendingTask, Store, StoreError};
-use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, Webhook, WebhookId};
+use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, EventPattern, Webhook, WebhookId};
 use crate::events::EventType;
 
 /// The first release's schema; [`migrate`] brings it up to date.
@@ -596,9 +596,12 @@ impl Store for EmbeddedStore {
     }
 
     async fn subscribers(&self, event_type: EventType) -> Result<Vec<Webhook>, StoreError> {
+        // `*` rows reach every OneFuzz type, never an operational one (SPEC §9.2).
+        let wildcard = if event_type.matched_by_wildcard() { EventPattern::ALL_NAME } else { "" };
         self.read_records::<Webhook>(
-            "SELECT w.record FROM subscriptions s JOIN webhooks w ON w.webhook_id = s.webhook_id WHERE s.event_type = ?1",
-            vec![text(event_type.as_str())],
+            "SELECT w.record FROM webhooks w WHERE w.webhook_id IN
+             (SELECT s.webhook_id FROM subscriptions s WHERE s.event_type = ?1 OR s.event_type = ?2)",
+            vec![text(event_type.as_str()), text(wildcard)],
         )
         .await
     }

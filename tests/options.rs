@@ -55,3 +55,47 @@ async fn custom_headers_reach_the_receiver_on_every_delivery_and_ping_and_signat
     assert_eq!(received[2].header("x-tenant"), None);
     received[2].assert_signed(SECRET);
 }
+
+#[tokio::test]
+async fn an_operational_event_reaches_webhooks_that_name_it_signed_in_every_format_but_not_the_wildcard() {
+    let named = Receiver::ok().await;
+    let wildcard = Receiver::ok().await;
+    let sender = TestSender::new();
+    for format in ["onefuzz", "event_grid", "cloud_events"] {
+        call(
+            &sender,
+            "POST",
+            "/webhooks",
+            json!({"name": format, "url": named.url(), "event_types": ["delivery_failed"], "secret_token": SECRET, "message_format": format}),
+        )
+        .await;
+    }
+    call(&sender, "POST", "/webhooks", json!({"name": "all", "url": wildcard.url(), "event_types": ["*"]})).await;
+    let payload = webhooks::events::operational::delivery_failed_payload(
+        webhooks::domain::WebhookId::new(),
+        Uuid::new_v4(),
+        webhooks::events::EventType::TaskCreated,
+        8,
+        Some(503),
+        None,
+    );
+
+    sender.handle(&json!({"event_type": "delivery_failed", "event": payload}).to_string()).await;
+    sender.pump().await;
+
+    let received = named.received();
+    assert_eq!(received.len(), 3, "one per format");
+    for delivery in &received {
+        delivery.assert_signed(SECRET);
+    }
+    let bodies: Vec<Value> = received.iter().map(|r| r.json()).collect();
+    let data = |body: &Value| match body {
+        Value::Array(events) => events[0]["data"].clone(),
+        object if object.get("specversion").is_some() => object["data"].clone(),
+        object => object["event"].clone(),
+    };
+    for body in &bodies {
+        assert_eq!(data(body), payload, "{body}");
+    }
+    assert!(wildcard.received().is_empty(), "\"*\" does not include the operational types");
+}

@@ -435,3 +435,129 @@ async fn a_redelivered_message_blocked_by_a_dead_senders_claim_comes_back_and_is
         assert_eq!(entry.try_count, 1);
     }
 }
+
+/// A sender Lambda environment on a fresh table and queue, and that store.
+async fn sender_stack(
+    prefix: &str,
+    extra: &[(&str, &str)],
+) -> (webhooks::store::DynamoStore, String, Vec<(&'static str, String)>) {
+    let (store, table) = moto::dynamo_store().await;
+    let events_queue = moto::queue(&format!("{prefix}-events")).await;
+    let dead_letter_queue = moto::queue(&format!("{prefix}-dlq")).await;
+    let mut env: Vec<(&'static str, String)> = vec![
+        ("TABLE_NAME", table),
+        ("EVENTS_QUEUE_URL", events_queue.clone()),
+        ("DEAD_LETTER_QUEUE_URL", dead_letter_queue),
+        ("AWS_ENDPOINT_URL", moto::endpoint()),
+        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ("ALLOWED_TARGET_CIDRS", "127.0.0.0/8".to_owned()),
+        ("DELIVERY_TIMEOUT_SECS", "5".to_owned()),
+    ];
+    for (name, value) in extra {
+        let name: &'static str = Box::leak(name.to_string().into_boxed_str());
+        env.push((name, (*value).to_owned()));
+    }
+    (store, events_queue, env)
+}
+
+async fn stored_webhook(
+    store: &webhooks::store::DynamoStore,
+    name: &str,
+    url: &str,
+    types: &[&str],
+    rate: Option<u64>,
+) -> webhooks::domain::Webhook {
+    use webhooks::domain::{EventPattern, NewWebhook, RateLimit, Webhook, WebhookName, WebhookUrl};
+    use webhooks::store::Store;
+    let new = NewWebhook {
+        event_types: types.iter().map(|t| EventPattern::parse(t).expect("type")).collect(),
+        rate_limit_per_second: rate.map(|n| RateLimit::new(n).expect("limit")),
+        ..NewWebhook::new(WebhookName::parse(name).expect("name"), WebhookUrl::parse(url, false).expect("url"))
+    };
+    let hook = Webhook::new(new, chrono::Utc::now());
+    store.create_webhook(&hook).await.expect("create");
+    hook
+}
+
+/// Runs the queue through `senders` like Lambda's pollers until it stays empty (bounded).
+async fn drain_through(senders: &[&LambdaProcess], queue: &str) {
+    let mut idle = 0;
+    for _ in 0..60 {
+        let messages: Vec<(String, String)> =
+            moto::drain(queue).await.into_iter().map(|(id, body, _)| (id, body)).collect();
+        if messages.is_empty() {
+            idle += 1;
+            if idle > 3 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        idle = 0;
+        let halves: Vec<Vec<(String, String)>> =
+            messages.chunks(messages.len().div_ceil(senders.len())).map(<[_]>::to_vec).collect();
+        let runs = senders.iter().zip(&halves).map(|(sender, batch)| sender.invoke(sqs_event(queue, batch)));
+        for response in futures_util::future::join_all(runs).await {
+            no_failures(&response.expect("invoke"));
+        }
+    }
+    panic!("the queue never drained");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sender_binary_raises_delivery_failed_and_webhook_disabled_and_delivers_them_signed() {
+    let gone = Receiver::start(vec![webhooks_tests::Reply::status(410)]).await;
+    let operators = Receiver::ok().await;
+    let (store, queue, env) = sender_stack("ops", &[("RETRY_SCHEDULE", "1")]).await;
+    let sender = LambdaProcess::start("sender", &env.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>()).await;
+    let retired = stored_webhook(&store, "retired", &gone.url(), &["task_created"], None).await;
+    stored_webhook(&store, "operators", &operators.url(), &["webhook_disabled", "delivery_failed"], None).await;
+    let examples: serde_json::Map<String, Value> =
+        serde_json::from_str(include_str!("data/event-examples.json")).expect("examples");
+    let event = json!({"event_type": "task_created", "event": examples["task_created"]}).to_string();
+    let sqs = aws_sdk_sqs::Client::new(&moto::sdk_config());
+    sqs.send_message().queue_url(&queue).message_body(event).send().await.expect("publish");
+
+    drain_through(&[&sender], &queue).await;
+
+    let bodies: Vec<Value> = operators.received().iter().map(Received::json).collect();
+    let types: Vec<&str> = bodies.iter().filter_map(|b| b["event_type"].as_str()).collect();
+    assert_eq!(types.len(), 2, "{bodies:?}");
+    assert!(types.contains(&"webhook_disabled") && types.contains(&"delivery_failed"), "{types:?}");
+    let disabled = bodies.iter().find(|b| b["event_type"] == "webhook_disabled").expect("disabled");
+    assert_eq!(disabled["event"]["webhook_id"], retired.webhook_id.to_string());
+    assert_eq!(disabled["event"]["reason"], "gone");
+    let failed = bodies.iter().find(|b| b["event_type"] == "delivery_failed").expect("failed");
+    assert_eq!(failed["event"]["last_status_code"], 410);
+    assert_eq!(failed["event"]["try_count"], 1);
+    assert!(operators.received().iter().all(|r| r.header("webhook-id").is_some()));
+    assert_eq!(gone.received().len(), 1, "410 stops at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_holds_across_two_concurrent_sender_binaries() {
+    let receiver = Receiver::ok().await;
+    let (store, queue, env) = sender_stack("rate", &[]).await;
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.clone())).collect();
+    let first = LambdaProcess::start("sender", &env).await;
+    let second = LambdaProcess::start("sender", &env).await;
+    let limited = stored_webhook(&store, "limited", &receiver.url(), &["ping"], Some(3)).await;
+    let sqs = aws_sdk_sqs::Client::new(&moto::sdk_config());
+    for _ in 0..12 {
+        let body = json!({"event_type": "ping", "event": {"ping_id": Uuid::new_v4()}}).to_string();
+        sqs.send_message().queue_url(&queue).message_body(body).send().await.expect("publish");
+    }
+
+    drain_through(&[&first, &second], &queue).await;
+
+    let received = receiver.received();
+    assert_eq!(received.len(), 12, "every delivery went out in the end");
+    let most = webhooks_tests::most_within(&received, Duration::from_millis(950));
+    assert!(most <= 3, "{most} deliveries within one second to a webhook limited to 3/s");
+    let span = received.iter().map(|r| r.at).max().expect("last") - received.iter().map(|r| r.at).min().expect("first");
+    assert!(span >= Duration::from_millis(3300), "12 at 3/s span over 3.3 s, not {span:?}");
+    let _ = limited;
+}

@@ -820,3 +820,82 @@ async fn the_same_message_received_again_after_it_was_handled_sends_nothing() {
     assert_eq!(receiver.received().len(), 1);
     assert_eq!(sender.log(&hook, event_id).await.version, 1);
 }
+
+// --- operational events and rate limits (SPEC §9.3, §10) ---
+
+fn operational(received: &[Received], event_type: &str) -> Vec<Value> {
+    received.iter().map(Received::json).filter(|body| body["event_type"] == event_type).collect()
+}
+
+#[tokio::test]
+async fn a_delivery_that_exhausts_its_attempts_raises_delivery_failed_once_and_its_failure_raises_nothing() {
+    let failing = Receiver::start(vec![Reply::status(500); 10]).await;
+    let operators = Receiver::start(vec![Reply::status(500); 10]).await;
+    let sender = TestSender::new();
+    let broken = create(&sender, &failing.url(), &["ping"], json!({})).await;
+    let watcher = create(&sender, &operators.url(), &["delivery_failed"], json!({})).await;
+    let event_id = Uuid::new_v4();
+
+    sender.handle(&ping_event(event_id)).await;
+    sender.pump().await;
+
+    assert_eq!(sender.log(&broken, event_id).await.state, DeliveryState::Failed);
+    assert_eq!(failing.received().len(), 4, "the first attempt and three retries");
+    let raised = operational(&operators.received(), "delivery_failed");
+    assert_eq!(raised.len(), 4, "one delivery_failed, tried four times itself: {raised:?}");
+    assert!(raised.iter().all(|body| body["event_id"] == raised[0]["event_id"]));
+    let payload = &raised[0]["event"];
+    assert_eq!(payload["webhook_id"], broken.as_str());
+    assert_eq!(payload["event_id"], event_id.to_string());
+    assert_eq!(payload["event_type"], "ping");
+    assert_eq!(payload["try_count"], 4);
+    assert_eq!(payload["last_status_code"], 500);
+    let _ = watcher;
+}
+
+#[tokio::test]
+async fn a_webhook_disabled_for_410_raises_webhook_disabled_to_those_who_name_it() {
+    let gone = Receiver::start(vec![Reply::status(410)]).await;
+    let operators = Receiver::ok().await;
+    let sender = TestSender::new();
+    let retired = create(&sender, &gone.url(), &["ping"], json!({})).await;
+    create(&sender, &operators.url(), &["webhook_disabled", "*"], json!({})).await;
+
+    sender.handle(&ping_event(Uuid::new_v4())).await;
+    sender.pump().await;
+
+    let disabled = operational(&operators.received(), "webhook_disabled");
+    assert_eq!(disabled.len(), 1, "{:?}", operators.received());
+    assert_eq!(disabled[0]["event"]["webhook_id"], retired.as_str());
+    assert_eq!(disabled[0]["event"]["reason"], "gone");
+    assert_eq!(disabled[0]["event"]["failing_since"], Value::Null);
+    assert_eq!(
+        operational(&operators.received(), "delivery_failed").len(),
+        0,
+        "\"*\" does not include operational types"
+    );
+    disabled[0].get("webhook_id").expect("an onefuzz envelope");
+}
+
+#[tokio::test]
+async fn a_rate_limited_webhook_gets_at_most_its_limit_per_second_and_every_delivery_in_the_end() {
+    let receiver = Receiver::ok().await;
+    let sender = TestSender::new();
+    let limited = create(&sender, &receiver.url(), &["ping"], json!({"rate_limit_per_second": 4})).await;
+    let events: Vec<Uuid> = (0..10).map(|_| Uuid::new_v4()).collect();
+
+    let bodies: Vec<String> = events.iter().map(|id| ping_event(*id)).collect();
+    let started = std::time::Instant::now();
+    futures_util::future::join_all(bodies.iter().map(|body| sender.handle(body))).await;
+    sender.pump().await;
+    let took = started.elapsed();
+
+    let received = receiver.received();
+    assert_eq!(received.len(), 10);
+    assert!(webhooks_tests::most_within(&received, Duration::from_millis(950)) <= 4, "more than 4 within a second");
+    assert!(took >= Duration::from_millis(2000), "10 at 4/s take over 2 s, took {took:?}");
+    for id in events {
+        let entry = sender.log(&limited, id).await;
+        assert_eq!((entry.state, entry.try_count), (DeliveryState::Succeeded, 1), "waiting is not an attempt");
+    }
+}

@@ -7,7 +7,7 @@ mod receiver;
 pub mod runtime_api;
 mod sending;
 
-pub use receiver::{Received, Receiver, Reply};
+pub use receiver::{Received, Receiver, Reply, most_within};
 pub use sending::{RecordingDeadLetters, RecordingQueue, TestSender};
 
 use std::sync::Arc;

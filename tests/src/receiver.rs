@@ -22,6 +22,8 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When the request's headers arrived.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -139,6 +141,7 @@ impl Receiver {
     }
 
     async fn answer(&self, request: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
+        let at = std::time::Instant::now();
         let (parts, body) = request.into_parts();
         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let reply = self.script.lock().expect("script").pop_front().unwrap_or(Reply::status(200));
@@ -146,6 +149,7 @@ impl Receiver {
             path: parts.uri.path().to_owned(),
             headers: parts.headers,
             body,
+            at,
         });
         tokio::time::sleep(reply.delay).await;
         let mut response = Response::new(Full::new(Bytes::from(reply.body)));
@@ -167,4 +171,13 @@ impl Receiver {
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
+}
+
+/// The most requests that arrived within any span of `window`.
+pub fn most_within(received: &[Received], window: Duration) -> usize {
+    received
+        .iter()
+        .map(|first| received.iter().filter(|r| r.at >= first.at && r.at < first.at + window).count())
+        .max()
+        .unwrap_or(0)
 }

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{Recorded, Webhook, WebhookId};
+use crate::events::EventType;
 
 /// What one webhook's deliveries did within one batch.
 #[derive(Debug, Clone)]
@@ -18,6 +19,9 @@ pub struct HealthNote {
     pub failed: bool,
     pub succeeded: bool,
     pub gone: bool,
+    /// Whether a delivery of a OneFuzz event failed; failures of operational events alone
+    /// never raise `webhook_disabled` (no cascade, SPEC §10).
+    pub failed_onefuzz_event: bool,
 }
 
 /// The outcomes of a batch, per webhook: applied once at its end, so ten failures to one
@@ -26,14 +30,18 @@ pub struct HealthNote {
 pub struct HealthLedger(Mutex<HashMap<WebhookId, HealthNote>>);
 
 impl HealthLedger {
-    pub fn note(&self, webhook: &Webhook, recorded: Recorded) {
+    pub fn note(&self, webhook: &Webhook, event_type: EventType, recorded: Recorded) {
         let Ok(mut notes) = self.0.lock() else { return };
         let note = notes.entry(webhook.webhook_id).or_insert_with(|| HealthNote {
             webhook: webhook.clone(),
             failed: false,
             succeeded: false,
             gone: false,
+            failed_onefuzz_event: false,
         });
+        if !matches!(recorded, Recorded::Delivered) && !event_type.is_operational() {
+            note.failed_onefuzz_event = true;
+        }
         match recorded {
             Recorded::Delivered => note.succeeded = true,
             Recorded::Retrying { .. } => note.failed = true,
@@ -115,7 +123,7 @@ mod tests {
         let retrying = Recorded::Retrying { attempt: 2, at: Utc::now(), delay: std::time::Duration::from_secs(5) };
 
         for _ in 0..10 {
-            ledger.note(&hook, retrying);
+            ledger.note(&hook, EventType::Ping, retrying);
         }
         let notes = ledger.take();
 
@@ -128,15 +136,15 @@ mod tests {
     fn a_success_in_the_batch_means_nothing_to_write_and_gone_always_disables() {
         let ledger = HealthLedger::default();
         let hook = webhook();
-        ledger.note(&hook, Recorded::Failed { gone: false });
-        ledger.note(&hook, Recorded::Delivered);
+        ledger.note(&hook, EventType::Ping, Recorded::Failed { gone: false });
+        ledger.note(&hook, EventType::Ping, Recorded::Delivered);
         assert_eq!(step_for(&ledger.take()[0]), HealthStep::Nothing);
 
-        ledger.note(&hook, Recorded::Delivered);
-        ledger.note(&hook, Recorded::Failed { gone: true });
+        ledger.note(&hook, EventType::Ping, Recorded::Delivered);
+        ledger.note(&hook, EventType::Ping, Recorded::Failed { gone: true });
         assert_eq!(step_for(&ledger.take()[0]), HealthStep::DisableGone);
 
-        ledger.note(&hook, Recorded::Delivered);
+        ledger.note(&hook, EventType::Ping, Recorded::Delivered);
         assert_eq!(step_for(&ledger.take()[0]), HealthStep::Nothing);
     }
 

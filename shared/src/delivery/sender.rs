@@ -19,13 +19,14 @@ use tokio::sync::{AcquireError, Semaphore, SemaphorePermit};
 use tracing::Instrument;
 
 use super::envelope::{USER_AGENT, signed_request};
-use super::health::{self, HealthLedger, HealthStep, RunVerdict};
+use super::health::{self, HealthLedger, HealthNote, HealthStep, RunVerdict};
 use super::{AddressPolicy, AttemptOutcome, CidrList, DeliveryClient, DeliveryClientError, RetryPolicy};
 use crate::config::Config;
 use crate::domain::{
     Admission, Attempt, Decision, DeliveryLog, EventEnvelope, Gcra, Outcome, Recorded, Trigger, Webhook, WebhookId,
     WebhookState, wait_for,
 };
+use crate::events::operational::{self, DisabledReason};
 use crate::events::{Incoming, parse_queue_body};
 use crate::queue::{DeadLetters, DeliverTask, MAX_QUEUE_DELAY, Queue, QueueError, QueueMessage, QueueTask};
 use crate::store::{DeliveryKey, Read, Store, StoreError};
@@ -546,6 +547,24 @@ impl Sender {
                 Err(err) => queue_error = Some(err),
             }
         }
+        // Raised before the entry is written, as a retry is queued: a crash in between repeats
+        // it rather than losing it. A failed delivery of an operational event raises nothing.
+        let exhausted = matches!(recorded, Recorded::Failed { .. }) && !matches!(trigger, Trigger::Redeliver { .. });
+        if exhausted && !entry.event_type.is_operational() {
+            let last = entry.attempts.last();
+            let event = operational::delivery_failed_event(
+                entry.webhook_id,
+                entry.event_id,
+                entry.event_type,
+                entry.try_count,
+                (last.and_then(|a| a.status_code), last.and_then(|a| a.error.as_deref())),
+                (self.config.instance_id, &self.config.instance_name),
+                now,
+            );
+            if let Err(err) = self.queue.send(&QueueMessage::Event(event), Duration::ZERO).await {
+                queue_error = queue_error.or(Some(err));
+            }
+        }
         let written = if stored {
             self.store.update_delivery(&entry).await.map(|()| true)
         } else {
@@ -563,7 +582,7 @@ impl Sender {
             Err(other) => return Err(other.into()),
         }
         tracing::debug!(state = entry.state.as_str(), try_count = entry.try_count, "delivery recorded");
-        ledger.note(webhook, recorded);
+        ledger.note(webhook, entry.event_type, recorded);
         if let Some(err) = queue_error {
             return Err(err.into());
         }
@@ -631,8 +650,8 @@ impl Sender {
             let id = note.webhook.webhook_id;
             let settled = match health::step_for(&note) {
                 HealthStep::Nothing => Ok(()),
-                HealthStep::DisableGone => self.disable(id, health::gone_reason(), now).await,
-                HealthStep::NoteFailures => self.note_failures(id, now).await,
+                HealthStep::DisableGone => self.disable(&note, DisabledReason::Gone, None, now).await,
+                HealthStep::NoteFailures => self.note_failures(&note, now).await,
             };
             if let Err(err) = settled {
                 tracing::warn!(webhook_id = %id, error = %err, "cannot update webhook health");
@@ -640,7 +659,8 @@ impl Sender {
         }
     }
 
-    async fn note_failures(&self, id: WebhookId, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn note_failures(&self, note: &HealthNote, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let id = note.webhook.webhook_id;
         let since = self.store.note_failure(id, now).await?;
         if health::judge_run(since, now, self.config.auto_disable_after) == RunVerdict::TooShort {
             return Ok(());
@@ -649,10 +669,23 @@ impl Sender {
             // The run was broken by a success the log knows of: it starts again now.
             return self.store.restart_failures(id, now).await;
         }
-        self.disable(id, health::failing_reason(since), now).await
+        self.disable(note, DisabledReason::Failing, Some(since), now).await
     }
 
-    async fn disable(&self, id: WebhookId, reason: String, now: DateTime<Utc>) -> Result<(), StoreError> {
+    /// Disables the webhook and raises `webhook_disabled`, unless only operational events were
+    /// failing (no cascade).
+    async fn disable(
+        &self,
+        note: &HealthNote,
+        why: DisabledReason,
+        failing_since: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let id = note.webhook.webhook_id;
+        let reason = match (why, failing_since) {
+            (DisabledReason::Failing, Some(since)) => health::failing_reason(since),
+            _ => health::gone_reason(),
+        };
         for _ in 0..DISABLE_ATTEMPTS {
             let Some(mut webhook) = self.store.get_webhook(id).await? else { return Ok(()) };
             if webhook.state == WebhookState::Disabled {
@@ -665,6 +698,19 @@ impl Sender {
             match self.store.update_webhook(&webhook).await {
                 Ok(()) => {
                     tracing::warn!(webhook_id = %id, %reason, "webhook disabled");
+                    if note.failed_onefuzz_event {
+                        let event = operational::webhook_disabled_event(
+                            id,
+                            &webhook.name,
+                            why,
+                            failing_since,
+                            (self.config.instance_id, &self.config.instance_name),
+                            now,
+                        );
+                        if let Err(err) = self.queue.send(&QueueMessage::Event(event), Duration::ZERO).await {
+                            tracing::error!(webhook_id = %id, error = %err, "cannot raise webhook_disabled");
+                        }
+                    }
                     return Ok(());
                 }
                 Err(StoreError::NotFound) => return Ok(()),

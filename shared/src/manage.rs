@@ -155,14 +155,18 @@ impl App {
         Ok(self.store.list_deliveries(id, state, page).await?)
     }
 
-    /// Sends a finished (succeeded or failed) delivery again from its stored payload.
-    pub async fn redeliver(&self, id: WebhookId, event_id: Uuid) -> Result<(), ApiError> {
+    /// One delivery's log entry.
+    pub async fn get_log(&self, id: WebhookId, event_id: Uuid) -> Result<DeliveryLog, ApiError> {
         self.get_webhook(id).await?;
-        let entry = self
-            .store
+        self.store
             .get_delivery(id, event_id)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no delivery of event {event_id} to webhook {id}")))?;
+            .ok_or_else(|| ApiError::NotFound(format!("no delivery of event {event_id} to webhook {id}")))
+    }
+
+    /// Sends a finished (succeeded or failed) delivery again from its stored payload.
+    pub async fn redeliver(&self, id: WebhookId, event_id: Uuid) -> Result<(), ApiError> {
+        let entry = self.get_log(id, event_id).await?;
         if !entry.state.is_final() {
             // Its retries are still scheduled; an extra attempt now would cut that series short.
             return Err(ApiError::Conflict(format!(

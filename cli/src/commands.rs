@@ -64,7 +64,11 @@ pub async fn run(remote: &Remote, command: Command) -> Result<(), String> {
             let id = resolve_id(&client, &id).await?;
             client.call(Method::POST, &format!("/webhooks/{id}/recover"), Some(&json!({ "since": since }))).await?
         }
-        Command::Serve(_) | Command::Listen { .. } | Command::Verify { .. } | Command::Completions { .. } => {
+        Command::Serve(_)
+        | Command::Console(_)
+        | Command::Listen { .. }
+        | Command::Verify { .. }
+        | Command::Completions { .. } => {
             return Err("not a client verb".into());
         }
     };

@@ -17,6 +17,8 @@ const POLL_MS = 1500;
 const POLL_AFTER_ACTION_MS = 20000;
 
 let fieldCounter = 0;
+/** Event id → until when its delivery page reloads itself after a redelivery. */
+const watching = new Map();
 
 /** A labelled input; `hint` becomes its description. */
 function field(label, input, hint) {
@@ -375,13 +377,14 @@ export async function deliveryPage(ctx, { id, eventId }) {
     button.addEventListener('click', () => act(ctx, button, actions, async () => {
       await api.redeliver(webhook.webhook_id, entry.event_id);
       if (!ctx.current()) return;
+      watching.set(entry.event_id, Date.now() + POLL_AFTER_ACTION_MS);
       showStatus('Redelivery queued.');
-      poll();
+      if (!timer) poll();
     }));
     actions.append(button);
-  } else {
-    poll();
   }
+  // The redelivery may not have started yet when the page reloads: keep watching a while.
+  if (!FINAL.has(entry.state) || Date.now() < (watching.get(entry.event_id) || 0)) poll();
 
   const summary = h('dl', { class: 'details' },
     [

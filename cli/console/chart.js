@@ -3,12 +3,14 @@
 
 import { h, s } from './dom.js';
 
-const WIDTH = 720;
-const HEIGHT = 300;
-const LEFT = 56;
-const RIGHT = 12;
-const BARS = { top: 28, bottom: 138 };
-const LINES = { top: 176, bottom: 268 };
+const WIDTH = 560;
+const HEIGHT = 290;
+const LEFT = 58;
+const RIGHT = 10;
+const BARS = { top: 30, bottom: 130 };
+const LINES = { top: 176, bottom: 256 };
+/** The shortest time axis, for a listing whose deliveries all started at once. */
+const MIN_SPAN_MS = 1000;
 const BUCKETS = 12;
 
 const OUTCOMES = [
@@ -36,6 +38,14 @@ function clock(ms, spanMs) {
   return spanMs > 36 * 3600 * 1000 ? iso.slice(5, 16).replace('T', ' ') : iso.slice(11, 19);
 }
 
+function duration(ms) {
+  if (ms < 1000) return `${Math.max(1, Math.round(ms))} ms`;
+  if (ms < 120 * 1000) return `${Math.round(ms / 100) / 10} s`;
+  if (ms < 120 * 60 * 1000) return `${Math.round(ms / 60000)} min`;
+  if (ms < 48 * 3600 * 1000) return `${Math.round(ms / 360000) / 10} h`;
+  return `${Math.round(ms / 8640000) / 10} days`;
+}
+
 function summarize(entries) {
   const counts = { succeeded: 0, failed: 0, pending: 0 };
   for (const entry of entries) counts[outcome(entry)] += 1;
@@ -53,9 +63,11 @@ export function deliveriesChart(entries) {
       + `${counts.pending} queued or retrying; attempt latency p50 ${summary.p50} ms, p99 ${summary.p99} ms`;
 
   const times = entries.map((e) => Date.parse(e.created_at)).filter(Number.isFinite);
-  const start = times.length ? Math.min(...times) : Date.now() - 3600 * 1000;
+  // The axis runs from the oldest to the newest delivery shown, so the buckets spread over
+  // whatever time the listing covers (seconds in a test, days in production).
   const end = times.length ? Math.max(...times) : Date.now();
-  const span = Math.max(end - start, 60 * 1000);
+  const start = times.length ? Math.min(...times) : end - 3600 * 1000;
+  const span = Math.max(end - start, MIN_SPAN_MS) * 1.0001;
   const step = span / BUCKETS;
   const bucketOf = (ms) => Math.min(BUCKETS - 1, Math.max(0, Math.floor((ms - start) / step)));
 
@@ -85,7 +97,7 @@ export function deliveriesChart(entries) {
   svg.append(s('title', {}, label));
 
   // Outcome bars.
-  svg.append(s('text', { x: 0, y: 14, class: 'chart-title' }, 'Deliveries per interval'));
+  svg.append(s('text', { x: 0, y: 14, class: 'chart-title' }, `Deliveries per ${duration(step)} (by creation time)`));
   axis(svg, BARS, maxCount, String(maxCount));
   buckets.forEach((bucket, i) => {
     let y = BARS.bottom;
@@ -99,7 +111,7 @@ export function deliveriesChart(entries) {
   });
 
   // Latency lines.
-  svg.append(s('text', { x: 0, y: LINES.top - 14, class: 'chart-title' }, 'Attempt latency (ms)'));
+  svg.append(s('text', { x: 0, y: LINES.top - 14, class: 'chart-title' }, 'Attempt latency: p50 (solid) and p99 (dashed)'));
   axis(svg, LINES, maxLatency, `${maxLatency} ms`);
   for (const [key, className] of [['p99', 'p99'], ['p50', 'p50']]) {
     const points = latencies

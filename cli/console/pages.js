@@ -46,6 +46,12 @@ async function act(ctx, button, where, action) {
   }
 }
 
+const NUMERIC = new Set(['#', 'Tries', 'Status code', 'Duration']);
+
+function header(text) {
+  return h('th', { scope: 'col', class: NUMERIC.has(text) ? 'num' : null }, text);
+}
+
 function stateBadge(state) {
   return h('span', { class: `badge ${state}` }, state);
 }
@@ -331,7 +337,7 @@ function deliveryTable(ctx, webhook, entries, startPolling) {
   });
   return h('div', { class: 'scroll' }, h('table', {},
     h('caption', { class: 'visually-hidden' }, 'Recent deliveries, newest first'),
-    h('thead', {}, h('tr', {}, ['Event', 'Type', 'State', 'Tries', 'Last result', 'Created', 'Action'].map((c) => h('th', { scope: 'col' }, c)))),
+    h('thead', {}, h('tr', {}, ['Event', 'Type', 'State', 'Tries', 'Last result', 'Created', 'Action'].map(header))),
     h('tbody', {}, rows)));
 }
 
@@ -401,7 +407,7 @@ export async function deliveryPage(ctx, { id, eventId }) {
     ? h('p', {}, 'No attempt yet.')
     : h('div', { class: 'scroll' }, h('table', {},
       h('caption', { class: 'visually-hidden' }, 'Attempts, oldest first'),
-      h('thead', {}, h('tr', {}, ['#', 'At', 'Status code', 'Error', 'Duration', 'Response head'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('thead', {}, h('tr', {}, ['#', 'At', 'Status code', 'Error', 'Duration', 'Response head'].map(header))),
       h('tbody', {}, entry.attempts.map((a) => h('tr', {},
         h('td', { class: 'num' }, String(a.attempt)),
         h('td', {}, time(a.at)),

@@ -101,11 +101,16 @@ export async function startHttp(handler) {
   };
 }
 
-/** A receiver: POST /ok → 200, /fail → 500, /gone → 410, /flaky → 500 while `flaky.failing`. */
+/**
+ * A receiver: POST /ok → 200, /fail → 500, /gone → 410, /flaky → 500 while `flaky.failing`,
+ * and any path set in `statusFor` → that status.
+ */
 export async function startReceiver() {
   const state = { failing: true };
+  const statusFor = {};
   const receiver = await startHttp(({ url }) => {
     const path = url.split('?')[0];
+    if (statusFor[path]) return { status: statusFor[path], headers: { 'content-type': 'text/plain' }, body: `answered ${statusFor[path]}` };
     if (path === '/fail') return { status: 500, headers: { 'content-type': 'text/plain' }, body: 'receiver says no' };
     if (path === '/gone') return { status: 410, headers: { 'content-type': 'text/plain' }, body: 'gone for good' };
     if (path === '/flaky') {
@@ -115,7 +120,7 @@ export async function startReceiver() {
     }
     return { status: 200, headers: { 'content-type': 'text/plain' }, body: 'thanks' };
   });
-  return { ...receiver, flaky: state };
+  return { ...receiver, flaky: state, statusFor };
 }
 
 /** A JSON API client for setting up state, as a script would (not through the page). */

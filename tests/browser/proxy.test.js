@@ -122,7 +122,7 @@ describe('webhooks console against an upstream that checks SigV4', () => {
     await page.getByRole('link', { name: 'deployed-hook' }).click();
     await page.getByRole('heading', { level: 1, name: 'deployed-hook' }).waitFor();
     await page.getByRole('button', { name: 'Ping' }).click();
-    assert.match(await page.getByRole('status').innerText(), /Ping queued/);
+    await page.getByRole('status').filter({ hasText: /Ping queued/ }).waitFor();
 
     const forwarded = upstream.requests.map((r) => `${r.method} ${r.url.split('?')[0]}`);
     for (const call of ['GET /webhooks', `GET /webhooks/${WEBHOOK_ID}`, `GET /webhooks/${WEBHOOK_ID}/logs`, `POST /webhooks/${WEBHOOK_ID}/ping`]) {

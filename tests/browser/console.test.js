@@ -4,8 +4,9 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import {
-  apiClient, eventually, launchBrowser, screenshot, startReceiver, startServe, watchedPage,
+  ROOT, apiClient, eventually, launchBrowser, screenshot, startReceiver, startServe, watchedPage,
 } from './harness.js';
 
 const SECRET = 'console-test-secret-6d1f0a';
@@ -271,6 +272,8 @@ describe('the console served by webhooks serve', () => {
     await page.getByRole('button', { name: 'Create' }).waitFor();
     await page.getByRole('link', { name: 'orders-service' }).click();
     await page.getByRole('img', { name: /deliveries/ }).waitFor();
+    // For a person to look at; not committed.
+    await page.screenshot({ path: join(ROOT, 'target', 'console-phone.png'), fullPage: true });
     const wide = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
     assert.ok(wide <= 0, `the webhook page fits too (${wide}px)`);
     await check();

@@ -16,7 +16,12 @@ let flash = null;
 /** The page routes; anything else under /console/ never reaches here (the server answers 404). */
 function match(pathname) {
   const rest = pathname.startsWith(BASE) ? pathname.slice(BASE.length) : '';
-  const parts = rest.split('/').map((p) => decodeURIComponent(p));
+  let parts;
+  try {
+    parts = rest.split('/').map((p) => decodeURIComponent(p));
+  } catch {
+    return null;
+  }
   if (rest === '') return { page: listPage, params: {} };
   if (parts.length === 2 && parts[0] === 'webhooks' && parts[1]) return { page: webhookPage, params: { id: parts[1] } };
   if (parts.length === 4 && parts[0] === 'webhooks' && parts[2] === 'deliveries' && parts[1] && parts[3]) {

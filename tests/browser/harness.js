@@ -183,7 +183,10 @@ export async function watchedPage(browser, { secrets = [], viewport = { width: 1
   });
   page.on('requestfailed', (request) => problems.push(`request failed: ${request.method()} ${request.url()} ${request.failure()?.errorText}`));
   page.on('dialog', (dialog) => {
-    if (dialog.type() !== 'confirm') problems.push(`unexpected ${dialog.type()} dialog: ${dialog.message()}`);
+    if (dialog.type() !== 'confirm') {
+      problems.push(`unexpected ${dialog.type()} dialog: ${dialog.message()}`);
+      dialog.dismiss().catch(() => {});
+    }
   });
   page.on('response', (response) => {
     const url = new URL(response.url());

@@ -151,6 +151,8 @@ describe('webhooks console against an upstream that checks SigV4', () => {
     assert.equal(rebound.status, 403, rebound.text);
     const unknown = await rawRequest(proxy.url, { path: '/internal/thing', headers: { host } });
     assert.equal(unknown.status, 404, unknown.text);
+    const climbing = await rawRequest(proxy.url, { path: '/webhooks/%2e%2e/internal', headers: { host } });
+    assert.equal(climbing.status, 404, climbing.text);
     assert.equal(upstream.requests.length, before, 'nothing reached the upstream');
     const own = await rawRequest(proxy.url, { path: '/webhooks', headers: { host, 'sec-fetch-site': 'same-origin', origin: proxy.url } });
     assert.equal(own.status, 200, own.text);

@@ -81,7 +81,7 @@ impl Proxy {
             return response;
         }
         let first = path.trim_start_matches('/').split('/').next().unwrap_or_default();
-        if !FORWARDED.contains(&first) {
+        if !FORWARDED.contains(&first) || path.split('/').any(is_dot_segment) {
             return problem(StatusCode::NOT_FOUND, "UNABLE_TO_FIND", 467, "no such route");
         }
         if let Err(detail) = self.check_own_page(&parts.headers) {
@@ -143,6 +143,13 @@ impl Proxy {
         response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
     }
+}
+
+/// `.` and `..`, spelled as URL parsers read them: the upstream URL would lose them, and with
+/// them the check on the first segment.
+fn is_dot_segment(segment: &str) -> bool {
+    let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+    decoded == "." || decoded == ".."
 }
 
 fn problem(status: StatusCode, title: &str, code: u16, detail: &str) -> Response<Bytes> {

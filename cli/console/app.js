@@ -42,6 +42,7 @@ export function deliveryPath(id, eventId) {
 export function navigate(path, message) {
   flash = message || null;
   history.pushState(null, '', path);
+  window.scrollTo(0, 0);
   render();
 }
 

@@ -423,8 +423,8 @@ export async function deliveryPage(ctx, { id, eventId }) {
       h('a', { href: BASE }, 'Webhooks'), ' › ', h('a', { href: webhookPath(webhook.webhook_id) }, webhook.name), ' › ',
       h('span', { 'aria-current': 'page' }, `Delivery ${String(entry.event_id).slice(0, 8)}`)),
     h('h1', { tabindex: '-1' }, `Delivery of ${entry.event_type}`),
-    h('div', { class: 'columns' },
+    h('div', { class: 'columns side' },
       h('section', { class: 'card', 'aria-labelledby': 'summary-heading' }, h('h2', { id: 'summary-heading' }, 'Summary'), summary, actions),
-      h('section', { class: 'card', 'aria-labelledby': 'payload-heading' }, h('h2', { id: 'payload-heading' }, 'Event payload'), payload)),
-    h('section', { class: 'card', 'aria-labelledby': 'attempts-heading' }, h('h2', { id: 'attempts-heading' }, 'Attempts'), attempts));
+      h('section', { class: 'card', 'aria-labelledby': 'attempts-heading' }, h('h2', { id: 'attempts-heading' }, 'Attempts'), attempts)),
+    h('section', { class: 'card', 'aria-labelledby': 'payload-heading' }, h('h2', { id: 'payload-heading' }, 'Event payload'), payload));
 }

@@ -4,12 +4,14 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   ROOT, apiClient, eventually, launchBrowser, screenshot, startReceiver, startServe, watchedPage,
 } from './harness.js';
 
 const SECRET = 'console-test-secret-6d1f0a';
+const TASK_CREATED = JSON.parse(readFileSync(join(ROOT, 'tests', 'data', 'event-examples.json'), 'utf8')).task_created;
 const XSS_NAME = '<img src=x onerror=alert(1)>';
 
 describe('the console served by webhooks serve', () => {
@@ -66,11 +68,15 @@ describe('the console served by webhooks serve', () => {
     await pings(3);
     await settled(id, 3);
     receiver.statusFor['/orders'] = 503;
-    await pings(2);
+    for (let i = 0; i < 2; i += 1) {
+      assert.equal((await api('POST', '/events', { event_type: 'task_created', event: TASK_CREATED })).status, 202);
+    }
     await settled(id, 5);
     receiver.statusFor['/orders'] = 200;
     await pings(2);
-    const [latest] = await settled(id, 7);
+    const all = await settled(id, 7);
+    const failedTask = all.find((e) => e.state === 'failed' && e.event_type === 'task_created');
+    assert.ok(failedTask, 'a failed task_created delivery');
     assert.equal((await api('POST', `/webhooks/${failing}/ping`)).status, 202);
     await settled(failing, 1);
     const { page, check } = await watchedPage(browser, { secrets: [SECRET] });
@@ -99,12 +105,13 @@ describe('the console served by webhooks serve', () => {
     assert.equal(await page.getByRole('button', { name: 'Redeliver', exact: true }).count(), 7);
     await screenshot(page, 'console-webhook.png');
 
-    await page.getByRole('link', { name: latest.event_id.slice(0, 8) }).click();
-    await page.waitForURL(`${serve.url}/console/webhooks/${id}/deliveries/${latest.event_id}`);
-    await page.getByRole('heading', { level: 1, name: 'Delivery of ping' }).waitFor();
+    await page.getByRole('link', { name: failedTask.event_id.slice(0, 8) }).click();
+    await page.waitForURL(`${serve.url}/console/webhooks/${id}/deliveries/${failedTask.event_id}`);
+    await page.getByRole('heading', { level: 1, name: 'Delivery of task_created' }).waitFor();
     const attempts = page.locator('section', { has: page.getByRole('heading', { name: 'Attempts' }) });
-    assert.match(await attempts.innerText(), /\b200\b/);
-    assert.match(await page.locator('pre.payload').innerText(), /"ping_id": "[0-9a-f-]{36}"/);
+    assert.equal(await attempts.locator('tbody tr').count(), 2);
+    assert.match(await attempts.innerText(), /\b503\b[\s\S]*\b503\b/);
+    assert.match(await page.locator('pre.payload').innerText(), /"target_exe": "fuzz.exe"/);
     await screenshot(page, 'console-delivery.png');
 
     await page.goBack();
@@ -116,9 +123,9 @@ describe('the console served by webhooks serve', () => {
     await page.goto(`${serve.url}/console/webhooks/${failing}`);
     await page.getByRole('heading', { level: 1, name: 'chat-alerts' }).waitFor();
     assert.match(await page.getByRole('img', { name: /deliveries/ }).getAttribute('aria-label'), /1 failed/);
-    await page.goto(`${serve.url}/console/webhooks/${id}/deliveries/${latest.event_id}`);
-    await page.getByRole('heading', { level: 1, name: 'Delivery of ping' }).waitFor();
-    assert.match(await page.locator('dl.details').innerText(), new RegExp(latest.event_id));
+    await page.goto(`${serve.url}/console/webhooks/${id}/deliveries/${failedTask.event_id}`);
+    await page.getByRole('heading', { level: 1, name: 'Delivery of task_created' }).waitFor();
+    assert.match(await page.locator('dl.details').innerText(), new RegExp(failedTask.event_id));
     await check();
   });
 

@@ -270,6 +270,34 @@ describe('the console served by webhooks serve', () => {
     await check();
   });
 
+  it('gives every page a title, one h1, labelled form controls and named buttons', async () => {
+    const listing = (await api('GET', '/webhooks?limit=100')).body.items;
+    const orders = listing.find((w) => w.name === 'orders-service');
+    assert.ok(orders, 'the first test made orders-service');
+    const [entry] = await deliveries(orders.webhook_id);
+    const { page, check } = await watchedPage(browser);
+    for (const path of ['/console/', `/console/webhooks/${orders.webhook_id}`, `/console/webhooks/${orders.webhook_id}/deliveries/${entry.event_id}`]) {
+      await page.goto(serve.url + path);
+      await page.locator('main h1').waitFor();
+      if (path !== '/console/') await page.getByRole('button', { name: 'Redeliver' }).first().waitFor();
+      const audit = await page.evaluate(() => ({
+        lang: document.documentElement.lang,
+        title: document.title,
+        h1s: document.querySelectorAll('h1').length,
+        unlabelled: [...document.querySelectorAll('input, select, textarea')].filter((el) => el.labels.length === 0).map((el) => el.outerHTML),
+        unnamed: [...document.querySelectorAll('button, a')].filter((el) => !(el.textContent.trim() || el.getAttribute('aria-label'))).map((el) => el.outerHTML),
+        images: [...document.querySelectorAll('[role="img"]')].map((el) => el.getAttribute('aria-label') || ''),
+      }));
+      assert.equal(audit.lang, 'en', path);
+      assert.match(audit.title, /\S+ · Webhooks console$/, path);
+      assert.equal(audit.h1s, 1, path);
+      assert.deepEqual(audit.unlabelled, [], `${path}: every control has a label`);
+      assert.deepEqual(audit.unnamed, [], `${path}: every button and link has a name`);
+      assert.ok(audit.images.every((label) => label.length > 0), path);
+    }
+    await check();
+  });
+
   it('works at phone width', async () => {
     const { page, check } = await watchedPage(browser, { viewport: { width: 390, height: 844 } });
     await page.goto(`${serve.url}/console/`);

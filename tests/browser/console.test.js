@@ -270,6 +270,28 @@ describe('the console served by webhooks serve', () => {
     await check();
   });
 
+  it('shows custom header names and never their values', async () => {
+    const HEADER_VALUE = 'Bearer header-value-secret-77aa';
+    const answer = await api('POST', '/webhooks', {
+      name: 'with-headers', url: `${receiver.url}/ok`, event_types: [], headers: { Authorization: HEADER_VALUE, 'X-Tenant': 'tenant-value-secret-42' },
+    });
+    if (answer.status !== 201) {
+      // A server without SPEC §9.1 refuses the field by name; the console has nothing to show.
+      assert.equal(answer.status, 400);
+      assert.match(answer.body.detail, /^headers: unknown field/);
+      return;
+    }
+    const id = answer.body.webhook_id;
+    const { page, check } = await watchedPage(browser, { secrets: [HEADER_VALUE, 'tenant-value-secret-42'] });
+    await page.goto(`${serve.url}/console/webhooks/${id}`);
+    assert.match(await page.locator('dl.details').innerText(), /Custom headers\s+Authorization, X-Tenant/);
+    await page.getByRole('button', { name: 'Ping' }).click();
+    await page.locator('tbody .badge.succeeded').waitFor({ timeout: 15000 });
+    await page.locator('tbody a').first().click();
+    await page.getByRole('heading', { level: 1, name: 'Delivery of ping' }).waitFor();
+    await check();
+  });
+
   it('gives every page a title, one h1, labelled form controls and named buttons', async () => {
     const listing = (await api('GET', '/webhooks?limit=100')).body.items;
     const orders = listing.find((w) => w.name === 'orders-service');

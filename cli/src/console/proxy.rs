@@ -159,3 +159,18 @@ fn problem(status: StatusCode, title: &str, code: u16, detail: &str) -> Response
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_recognised_however_they_are_spelled() {
+        for segment in [".", "..", "%2e", "%2E%2e", ".%2E"] {
+            assert!(is_dot_segment(segment), "{segment}");
+        }
+        for segment in ["", "webhooks", "...", "%2e%2e%2e", "a.b"] {
+            assert!(!is_dot_segment(segment), "{segment}");
+        }
+    }
+}

@@ -393,6 +393,12 @@ impl Fixture {
             case(M::GET, "/webhooks/{id}/logs", format!("/webhooks/{id}/logs?state=lost")).expect(400),
             case(M::GET, "/webhooks/{id}/logs", format!("/webhooks/{id}/logs?limit=101")).expect(400),
             case(M::GET, "/webhooks/{id}/logs", format!("/webhooks/{ghost}/logs")).expect(404),
+            // GET /webhooks/{id}/logs/{event_id}
+            case(M::GET, "/webhooks/{id}/logs/{event_id}", format!("/webhooks/{id}/logs/{failed_event}")),
+            case(M::GET, "/webhooks/{id}/logs/{event_id}", format!("/webhooks/{id}/logs/{retrying_event}")),
+            case(M::GET, "/webhooks/{id}/logs/{event_id}", format!("/webhooks/{id}/logs/{ghost}")).expect(404),
+            case(M::GET, "/webhooks/{id}/logs/{event_id}", format!("/webhooks/{ghost}/logs/{failed_event}")).expect(404),
+            case(M::GET, "/webhooks/{id}/logs/{event_id}", format!("/webhooks/{id}/logs/nope")).expect(400),
             // POST /webhooks/{id}/logs/{event_id}/redeliver
             case(M::POST, "/webhooks/{id}/logs/{event_id}/redeliver", format!("/webhooks/{id}/logs/{failed_event}/redeliver"))
                 .expect(202),

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8080";
+pub const DEFAULT_CONSOLE_LISTEN: &str = "127.0.0.1:8090";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -165,6 +166,16 @@ pub enum Command {
         #[arg(long, env = "TABLE_NAME")]
         table: String,
     },
+    /// Serve the web console on loopback, forwarding its API calls to --endpoint (signed with
+    /// SigV4 with --aws or an execute-api endpoint), so no credential reaches the browser.
+    Console(ConsoleOptions),
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleOptions {
+    /// Loopback address to serve the console on (port 0 picks a free one).
+    #[arg(long, default_value = DEFAULT_CONSOLE_LISTEN)]
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Args)]

@@ -55,28 +55,9 @@ impl Client {
 
     /// Sends one request; a non-2xx answer becomes `Err("TITLE: detail")`.
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, String> {
-        let url = format!("{}{}", self.base, path);
         let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        let mut request = self.http.request(method.clone(), &url);
-        if body.is_some() {
-            request = request.header("content-type", "application/json").body(bytes.clone());
-        }
-        match &self.auth {
-            Auth::None => {}
-            Auth::Bearer(token) => request = request.bearer_auth(token),
-            Auth::SigV4 { region, credentials } => {
-                for (name, value) in sigv4_headers(region, credentials, &method, &url, body.is_some(), &bytes)? {
-                    request = request.header(name, value);
-                }
-            }
-        }
-        let response = request.send().await.map_err(|e| {
-            if e.is_connect() {
-                format!("cannot reach {}: is `webhooks serve` running, or is --endpoint right?", self.base)
-            } else {
-                format!("request to {} failed: {e}", self.base)
-            }
-        })?;
+        let content_type = body.is_some().then_some("application/json");
+        let response = self.send(method, path, content_type, bytes).await?;
         let status = response.status();
         let text = response.text().await.map_err(|e| format!("cannot read the response: {e}"))?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
@@ -87,6 +68,54 @@ impl Client {
             (Some(title), Some(detail)) => Err(format!("{title}: {detail}{}", typo_hint(detail))),
             _ => Err(format!("HTTP {status}: {text}")),
         }
+    }
+
+    /// Sends `body` (of `content_type`, if any) to `path` on the endpoint, authorized as the
+    /// endpoint needs; the answer is the caller's to read, whatever its status.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response, String> {
+        let url = format!("{}{}", self.base, path);
+        let mut request = self.http.request(method.clone(), &url);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        match &self.auth {
+            Auth::None => {}
+            Auth::Bearer(token) => request = request.bearer_auth(token),
+            Auth::SigV4 { region, credentials } => {
+                for (name, value) in sigv4_headers(region, credentials, &method, &url, content_type, &body)? {
+                    request = request.header(name, value);
+                }
+            }
+        }
+        if content_type.is_some() || !body.is_empty() {
+            request = request.body(body);
+        }
+        request.send().await.map_err(|e| {
+            if e.is_connect() {
+                format!("cannot reach {}: is `webhooks serve` running, or is --endpoint right?", self.base)
+            } else {
+                format!("request to {} failed: {e}", self.base)
+            }
+        })
+    }
+
+    /// How requests are authorized, for a startup line.
+    pub fn auth_kind(&self) -> &'static str {
+        match self.auth {
+            Auth::None => "unsigned",
+            Auth::Bearer(_) => "with the bearer token from WEBHOOKS_API_TOKEN",
+            Auth::SigV4 { .. } => "signed with AWS SigV4",
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.base
     }
 }
 
@@ -111,7 +140,7 @@ fn sigv4_headers(
     credentials: &aws_credential_types::Credentials,
     method: &Method,
     url: &str,
-    with_body: bool,
+    content_type: Option<&str>,
     body: &[u8],
 ) -> Result<Vec<(String, String)>, String> {
     let identity = credentials.clone().into();
@@ -124,7 +153,7 @@ fn sigv4_headers(
         .build()
         .map_err(|e| format!("cannot sign the request: {e}"))?
         .into();
-    let headers: Vec<(&str, &str)> = if with_body { vec![("content-type", "application/json")] } else { Vec::new() };
+    let headers: Vec<(&str, &str)> = content_type.map(|value| ("content-type", value)).into_iter().collect();
     let signable = SignableRequest::new(method.as_str(), url, headers.into_iter(), SignableBody::Bytes(body))
         .map_err(|e| format!("cannot sign the request: {e}"))?;
     let (instructions, _) = sign(signable, &params).map_err(|e| format!("cannot sign the request: {e}"))?.into_parts();
@@ -150,7 +179,7 @@ mod tests {
             &credentials,
             &Method::GET,
             "https://x.execute-api.us-east-1.amazonaws.com/webhooks",
-            false,
+            None,
             b"",
         )
         .unwrap();

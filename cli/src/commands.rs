@@ -96,6 +96,7 @@ pub async fn run(remote: &Remote, command: Command) -> Result<(), String> {
             client.call(Method::POST, &format!("/webhooks/{id}/recover"), Some(&json!({ "since": since }))).await?
         }
         Command::Serve(_)
+        | Command::Console(_)
         | Command::Listen { .. }
         | Command::Verify { .. }
         | Command::Completions { .. }

@@ -4,6 +4,7 @@
 mod args;
 mod client;
 mod commands;
+mod console;
 mod listen;
 mod migrate;
 mod serve;
@@ -20,6 +21,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(options) => serve::run(options).await,
+        Command::Console(options) => console::proxy::run(&cli.remote, options).await,
         Command::Listen { port, secret } => listen::run(port, secret).await,
         Command::Verify { secret, body, headers } => verify::run(&secret, &body, &headers),
         Command::MigrateTable { table } => migrate::run(&table).await,

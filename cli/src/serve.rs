@@ -51,6 +51,7 @@ pub async fn run(options: Serve) -> Result<(), String> {
         TcpListener::bind(options.listen).await.map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     println!("webhooks: listening on http://{bound}");
+    println!("webhooks: console on http://{bound}{}", crate::console::BASE);
     println!("webhooks: data dir {}", options.data_dir.display());
     if options.deny_loopback {
         println!(
@@ -125,6 +126,10 @@ async fn serve_connection(app: App, stream: tokio::net::TcpStream, peer: SocketA
 /// Turns a hyper request into the `lambda_http` request the handlers take, and back.
 async fn handle(app: &App, request: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
+    // The console's files carry no data, and the page must load to ask for the token.
+    if let Some(page) = crate::console::respond(&parts.method, parts.uri.path()) {
+        return page.map(Full::new);
+    }
     // A caller without the token learns nothing, not even that its body was too large.
     let authorized = webhooks::api::authorize(app, &parts.headers);
     let response = match authorized {

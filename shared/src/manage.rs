@@ -172,14 +172,18 @@ impl App {
         Ok(self.store.list_deliveries(id, state, page).await?)
     }
 
-    /// Sends a finished (succeeded or failed) delivery again from its stored payload.
-    pub async fn redeliver(&self, id: WebhookId, event_id: Uuid) -> Result<(), ManageError> {
+    /// One delivery's log entry.
+    pub async fn get_log(&self, id: WebhookId, event_id: Uuid) -> Result<DeliveryLog, ManageError> {
         self.get_webhook(id).await?;
-        let entry = self
-            .store
+        self.store
             .get_delivery(id, event_id)
             .await?
-            .ok_or(ManageError::DeliveryNotFound { webhook_id: id, event_id })?;
+            .ok_or(ManageError::DeliveryNotFound { webhook_id: id, event_id })
+    }
+
+    /// Sends a finished (succeeded or failed) delivery again from its stored payload.
+    pub async fn redeliver(&self, id: WebhookId, event_id: Uuid) -> Result<(), ManageError> {
+        let entry = self.get_log(id, event_id).await?;
         if !entry.state.is_final() {
             return Err(ManageError::DeliveryInProgress { event_id, state: entry.state.as_str() });
         }

@@ -1,4 +1,5 @@
-//! `GET /webhooks/{id}/logs`: a webhook's delivery log.
+//! `GET /webhooks/{id}/logs` and `GET /webhooks/{id}/logs/{event_id}`: a webhook's delivery log, and
+//! one entry of it.
 use std::convert::Infallible;
 
 use lambda_http::{Error, Request, run, service_fn};

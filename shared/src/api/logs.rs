@@ -1,5 +1,5 @@
-//! `GET /webhooks/{id}/logs`, `POST /webhooks/{id}/logs/{event_id}/redeliver` and
-//! `POST /webhooks/{id}/recover`.
+//! `GET /webhooks/{id}/logs`, `GET /webhooks/{id}/logs/{event_id}`,
+//! `POST /webhooks/{id}/logs/{event_id}/redeliver` and `POST /webhooks/{id}/recover`.
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde_json::json as value;
@@ -13,8 +13,14 @@ use crate::App;
 use crate::domain::DeliveryState;
 use crate::store::{Cursor, PageRequest};
 
+/// Both log reads, for the one function that serves them: the listing, or one entry when the
+/// path names an event.
 pub async fn handle(app: &App, request: Request) -> Response<Body> {
-    run(app, request, Surface::Rest, logs).await
+    if path_param(&request, "event_id", "logs").is_some() {
+        run(app, request, Surface::Rest, entry).await
+    } else {
+        run(app, request, Surface::Rest, logs).await
+    }
 }
 
 pub async fn handle_redeliver(app: &App, request: Request) -> Response<Body> {
@@ -51,12 +57,23 @@ async fn logs(app: App, request: Request) -> Result<Response<Body>, ApiError> {
     )
 }
 
+/// One log entry as the listing shows it, plus the event payload, for a delivery's own page.
+async fn entry(app: App, request: Request) -> Result<Response<Body>, ApiError> {
+    let id = webhook_id(&request)?;
+    let event_id = event_id(&request)?;
+    let entry = app.get_log(id, event_id).await?;
+    json(StatusCode::OK, &LogEntryView { event: Some(entry.envelope.event.clone()), ..LogEntryView::rest(&entry) })
+}
+
+fn event_id(request: &Request) -> Result<Uuid, ApiError> {
+    let raw = path_param(request, "event_id", "logs")
+        .ok_or_else(|| ApiError::InvalidRequest("event_id: missing from the path".into()))?;
+    Uuid::parse_str(&raw).map_err(|_| ApiError::InvalidRequest(format!("event_id: not a valid UUID: {raw:?}")))
+}
+
 async fn redeliver(app: App, request: Request) -> Result<Response<Body>, ApiError> {
     let id = webhook_id(&request)?;
-    let raw = path_param(&request, "event_id", "logs")
-        .ok_or_else(|| ApiError::InvalidRequest("event_id: missing from the path".into()))?;
-    let event_id =
-        Uuid::parse_str(&raw).map_err(|_| ApiError::InvalidRequest(format!("event_id: not a valid UUID: {raw:?}")))?;
+    let event_id = event_id(&request)?;
     app.redeliver(id, event_id).await?;
     json(StatusCode::ACCEPTED, &value!({ "event_id": event_id }))
 }

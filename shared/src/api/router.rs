@@ -17,6 +17,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/webhooks/{id}"),
     ("POST", "/webhooks/{id}/ping"),
     ("GET", "/webhooks/{id}/logs"),
+    ("GET", "/webhooks/{id}/logs/{event_id}"),
     ("POST", "/webhooks/{id}/logs/{event_id}/redeliver"),
     ("POST", "/webhooks/{id}/recover"),
     ("POST", "/events"),
@@ -42,7 +43,7 @@ pub async fn route(app: &App, request: Request) -> Response<Body> {
         (["webhooks", _], &Method::PATCH) => handlers::update(app, request).await,
         (["webhooks", _], &Method::DELETE) => handlers::delete(app, request).await,
         (["webhooks", _, "ping"], &Method::POST) => handlers::ping(app, request).await,
-        (["webhooks", _, "logs"], &Method::GET) => handlers::logs(app, request).await,
+        (["webhooks", _, "logs"] | ["webhooks", _, "logs", _], &Method::GET) => handlers::logs(app, request).await,
         (["webhooks", _, "logs", _, "redeliver"], &Method::POST) => handlers::redeliver(app, request).await,
         (["webhooks", _, "recover"], &Method::POST) => handlers::recover(app, request).await,
         (["events"], &Method::POST) => handlers::publish(app, request).await,
@@ -62,7 +63,7 @@ fn allowed_methods(path: &[&str]) -> Option<&'static str> {
         ["webhooks"] => Some("GET, POST"),
         ["webhooks", _] => Some("GET, PATCH, DELETE"),
         ["webhooks", _, "ping" | "recover"] | ["webhooks", _, "logs", _, "redeliver"] | ["events"] => Some("POST"),
-        ["webhooks", _, "logs"] | ["event-types"] | ["event-types", _] => Some("GET"),
+        ["webhooks", _, "logs"] | ["webhooks", _, "logs", _] | ["event-types"] | ["event-types", _] => Some("GET"),
         _ => None,
     }
 }

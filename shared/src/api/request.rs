@@ -18,13 +18,20 @@ pub fn authorize(app: &App, headers: &http::HeaderMap) -> Result<(), ApiError> {
     let presented = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
+        .and_then(bearer_credentials)
         .unwrap_or("");
     if crate::signing::constant_time_eq(presented.as_bytes(), expected.expose().as_bytes()) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized)
     }
+}
+
+/// The token of a `Bearer` authorization: the scheme is case-insensitive (RFC 9110 §11.1),
+/// and one or more spaces separate it from the token.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start_matches(' ')).filter(|token| !token.is_empty())
 }
 
 /// The path's segments from the first known resource name on, so a stage prefix such as
@@ -129,4 +136,19 @@ pub(crate) fn parse_object<T: DeserializeOwned>(
         let inner = inner.split(" at line ").next().unwrap_or(&inner).to_owned();
         if path == "." { ApiError::InvalidRequest(inner) } else { ApiError::InvalidRequest(format!("{path}: {inner}")) }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_credentials;
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case_and_other_schemes_are_not_bearer() {
+        assert_eq!(bearer_credentials("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials("bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials("BEARER  abc"), Some("abc"));
+        assert_eq!(bearer_credentials("Basic abc"), None);
+        assert_eq!(bearer_credentials("Bearerabc"), None);
+        assert_eq!(bearer_credentials("Bearer "), None);
+    }
 }

@@ -7,7 +7,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{Queue, QueueError, QueueMessage};
-use crate::store::{PendingTask, Store};
+use crate::store::{PendingTask, Store, StoreError};
 
 /// The local-mode queue: messages are rows in the embedded store, so a restart loses none.
 /// The local sender waits on `notified` and polls `Store::due_tasks`.
@@ -37,7 +37,10 @@ impl Queue for LocalQueue {
     async fn send(&self, message: &QueueMessage, delay: Duration) -> Result<(), QueueError> {
         let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
         let task = PendingTask { task_id: Uuid::new_v4(), due_at: Utc::now() + delay, body: message.to_body()? };
-        self.store.put_task(&task).await.map_err(|e| QueueError::Send(e.to_string()))?;
+        self.store.put_task(&task).await.map_err(|err| match err {
+            StoreError::Unavailable(detail) => QueueError::Unavailable(detail),
+            other => QueueError::Send(other.to_string()),
+        })?;
         self.wake.notify_one();
         Ok(())
     }

@@ -94,13 +94,13 @@ where
         Box::new(move |committed: Result<(), &StoreError>| {
             let _ = reply.send(match committed {
                 Ok(()) => result,
-                Err(err) => Err(StoreError::Backend(format!("commit failed: {err}"))),
+                Err(err) => Err(transaction_failed("commit failed", err)),
             });
         })
     }
 
     fn refuse(self: Box<Self>, err: &StoreError) {
-        let _ = self.reply.send(Err(StoreError::Backend(format!("cannot begin a transaction: {err}"))));
+        let _ = self.reply.send(Err(transaction_failed("cannot begin a transaction", err)));
     }
 }
 
@@ -375,7 +375,8 @@ fn run_jobs(connection: &Connection, queued: &mpsc::Receiver<Box<dyn Job>>) {
             if connection.is_autocommit() {
                 // SQLite rolled the whole transaction back (I/O error, disk full): nothing
                 // written in it stands, so each job so far fails, and the rest get a new one.
-                let lost = StoreError::Backend("the transaction was rolled back".into());
+                // SQLite rolls back on its own only for passing causes (full disk, I/O, busy).
+                let lost = StoreError::Unavailable("the transaction was rolled back".into());
                 answers.drain(..).for_each(|answer| answer(Err(&lost)));
                 if let Err(err) = begin(connection) {
                     batch.by_ref().for_each(|job| job.refuse(&err));
@@ -438,8 +439,25 @@ fn control(connection: &Connection, sql: &str) -> Result<(), StoreError> {
     connection.prepare_cached(sql).map_err(db)?.execute([]).map_err(db).map(|_| ())
 }
 
+/// SQLite's failures that pass: the disk is full, the file is locked by another process or
+/// cannot be read or written for now. The caller can retry later; anything else is a bug or a
+/// corrupt file.
 fn db(err: rusqlite::Error) -> StoreError {
-    StoreError::backend(err)
+    use rusqlite::ErrorCode::{CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, SystemIoFailure};
+    match err.sqlite_error_code() {
+        Some(DiskFull | DatabaseBusy | DatabaseLocked | SystemIoFailure | CannotOpen) => {
+            StoreError::Unavailable(err.to_string())
+        }
+        _ => StoreError::backend(err),
+    }
+}
+
+/// A failure of a whole transaction, for each job in it: passing if its cause was.
+fn transaction_failed(context: &str, err: &StoreError) -> StoreError {
+    match err {
+        StoreError::Unavailable(detail) => StoreError::Unavailable(format!("{context}: {detail}")),
+        other => StoreError::Backend(format!("{context}: {other}")),
+    }
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {

@@ -33,6 +33,10 @@ pub enum StoreError {
     BadCursor,
     #[error("storage backend failed: {0}")]
     Backend(String),
+    /// The store cannot write for now (disk full, database locked or busy, I/O error): the
+    /// caller may retry later, and nothing it was told was accepted is lost.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {

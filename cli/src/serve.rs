@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, watch};
 use webhooks::api::{ApiError, MAX_BODY_BYTES, Surface};
 use webhooks::delivery::{CidrList, LocalWorker, Sender};
 use webhooks::queue::{FileDeadLetters, LocalQueue};
-use webhooks::store::{EmbeddedStore, Store};
+use webhooks::store::{EmbeddedStore, LocalTasks, Store};
 use webhooks::{App, Config, telemetry};
 
 use crate::args::Serve;
@@ -41,11 +41,10 @@ pub async fn run(options: Serve) -> Result<(), String> {
             options.listen
         ));
     }
-    let store: Arc<dyn Store> = Arc::new(
-        EmbeddedStore::open(&options.data_dir)
-            .map_err(|e| format!("cannot open {}: {e}", options.data_dir.display()))?,
-    );
-    let queue = LocalQueue::new(store.clone());
+    let embedded = EmbeddedStore::open(&options.data_dir)
+        .map_err(|e| format!("cannot open {}: {e}", options.data_dir.display()))?;
+    let queue = LocalQueue::new(LocalTasks::new(&embedded));
+    let store: Arc<dyn Store> = Arc::new(embedded);
     let dead_letters = Arc::new(FileDeadLetters::new(options.data_dir.join("dead-letters.jsonl")));
     let allowed = if options.deny_loopback { CidrList::default() } else { CidrList::loopback() };
     let config = Arc::new(config);
@@ -70,7 +69,8 @@ pub async fn run(options: Serve) -> Result<(), String> {
     }
 
     let (stop, stopped) = watch::channel(false);
-    let worker = tokio::spawn(LocalWorker::new(Arc::new(sender), queue).run(stopped));
+    let worker = LocalWorker::new(Arc::new(sender), queue, app.store.clone(), config.delivery_concurrency);
+    let worker = tokio::spawn(worker.run(stopped));
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let connections = accept_until(&listener, app, &mut shutdown).await;

@@ -138,6 +138,52 @@ pub(crate) fn parse_object<T: DeserializeOwned>(
     })
 }
 
+/// The bodies clients send, each parsed as its route does; for fuzzing the whole parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    RestCreate,
+    RestUpdate,
+    CompatCreate,
+    CompatUpdate,
+    CompatWebhookId,
+    Recover,
+}
+
+impl BodyKind {
+    pub const ALL: [Self; 6] = [
+        Self::RestCreate,
+        Self::RestUpdate,
+        Self::CompatCreate,
+        Self::CompatUpdate,
+        Self::CompatWebhookId,
+        Self::Recover,
+    ];
+}
+
+/// Parses `body` (JSON bytes) as the route taking `kind` does, down to domain values.
+pub fn parse_body(kind: BodyKind, body: &[u8], config: &crate::Config) -> Result<(), ApiError> {
+    use super::inputs::{
+        COMPAT_UPDATE_FIELDS, CREATE_FIELDS, CreateBody, REST_UPDATE_FIELDS, RecoverBody, UpdateBody, WebhookIdBody,
+    };
+    let mut request = Request::new(lambda_http::Body::from(body.to_vec()));
+    request.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    let compat = matches!(kind, BodyKind::CompatCreate | BodyKind::CompatUpdate | BodyKind::CompatWebhookId);
+    let object = json_object(&request, compat)?;
+    match kind {
+        BodyKind::RestCreate | BodyKind::CompatCreate => {
+            parse_object::<CreateBody>(object, CREATE_FIELDS)?.parse(config).map(drop)
+        }
+        BodyKind::RestUpdate => parse_object::<UpdateBody>(object, REST_UPDATE_FIELDS)?.parse(config, true).map(drop),
+        BodyKind::CompatUpdate => {
+            let body = parse_object::<UpdateBody>(object, COMPAT_UPDATE_FIELDS)?;
+            body.webhook_id()?;
+            body.parse(config, false).map(drop)
+        }
+        BodyKind::CompatWebhookId => parse_object::<WebhookIdBody>(object, &["webhook_id"])?.optional().map(drop),
+        BodyKind::Recover => parse_object::<RecoverBody>(object, &["since"])?.since().map(drop),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::bearer_credentials;

@@ -12,12 +12,10 @@
 //! | webhook      | `WEBHOOKS`         | `WEBHOOK#{webhook_id}` |                    |                  |
 //! | subscription | `SUB#{event_type}` | `WEBHOOK#{webhook_id}` |                    |                  |
 //! | delivery log | `LOG#{webhook_id}` | `EVENT#{event_id}`     | `LOG#{webhook_id}` | `{created_at}#{event_id}` |
-//! | pending task | `TASKS`            | `{due_at}#{task_id}`   |                    |                  |
-//! | task pointer | `TASK#{task_id}`   | `TASK`                 |                    |                  |
 //!
 //! `{created_at}` is RFC 3339 UTC with exactly nine fractional digits
-//! (`2026-11-28T13:45:00.123456789Z`) so that string order is time order at full precision;
-//! `{due_at}` is unix microseconds, zero-padded to 20 digits. Ids are lowercase hyphenated
+//! (`2026-11-28T13:45:00.123456789Z`) so that string order is time order at full precision.
+//! Ids are lowercase hyphenated
 //! UUIDs, whose string order is their byte order. Every record's own fields sit next to its
 //! keys as ordinary attributes (mapped with `serde_dynamo`), except a log entry's event
 //! payload, kept as JSON text in `envelope.event_json` so that its bytes survive.
@@ -33,8 +31,7 @@
 //!   conditional put (at-least-once dedup), and by creation time in `gsi1` for newest-first
 //!   listing. TTL forgets them. A GSI is eventually consistent: a list right after an insert
 //!   can miss the new entry for a moment; `get_delivery` never does.
-//! - Tasks sort by due time in one partition. The pointer item maps a task id to its sort
-//!   key, so deleting or rescheduling a task by id needs no scan.
+//! - Pending delivery tasks are not here: in AWS they are SQS messages.
 //!
 //! Cursors encode the key of the last item *returned*, never DynamoDB's `LastEvaluatedKey`:
 //! filters and the one-item look-ahead (to know whether another page exists) read past the
@@ -57,7 +54,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Cursor, Page, PageRequest, PendingTask, Store, StoreError};
+use super::{Cursor, Page, PageRequest, Store, StoreError};
 use crate::domain::{DeliveryLog, DeliveryState, Webhook, WebhookId};
 use crate::events::EventType;
 
@@ -68,8 +65,6 @@ mod tests;
 type Item = HashMap<String, AttributeValue>;
 
 const WEBHOOKS_PARTITION: &str = "WEBHOOKS";
-const TASKS_PARTITION: &str = "TASKS";
-const TASK_POINTER_SORT: &str = "TASK";
 const WEBHOOK_SORT_PREFIX: &str = "WEBHOOK#";
 
 /// BatchGetItem takes at most 100 keys per call.
@@ -296,14 +291,6 @@ impl Key {
     fn log(webhook_id: WebhookId, event_id: Uuid) -> Self {
         Self { pk: log_partition(webhook_id), sk: format!("EVENT#{event_id}") }
     }
-
-    fn task(sort: String) -> Self {
-        Self { pk: TASKS_PARTITION.to_owned(), sk: sort }
-    }
-
-    fn task_pointer(task_id: Uuid) -> Self {
-        Self { pk: format!("TASK#{task_id}"), sk: TASK_POINTER_SORT.to_owned() }
-    }
 }
 
 /// A table key plus index key: what resuming a query of `gsi1` needs, and what a log-list
@@ -361,18 +348,6 @@ struct Subscription {
     event_type: EventType,
 }
 
-#[derive(Serialize, Deserialize)]
-struct TaskRecord {
-    task_id: Uuid,
-    due_at: DateTime<Utc>,
-    body: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct TaskPointer {
-    task_sk: String,
-}
-
 fn webhook_sort(id: WebhookId) -> String {
     format!("{WEBHOOK_SORT_PREFIX}{id}")
 }
@@ -387,15 +362,6 @@ fn log_partition(webhook_id: WebhookId) -> String {
 
 fn time_key(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
-}
-
-/// Times before 1970 cannot be pending; clamping keeps the key a fixed-width number.
-fn due_key(at: DateTime<Utc>) -> String {
-    format!("{:020}", at.timestamp_micros().max(0))
-}
-
-fn task_sort(task: &PendingTask) -> String {
-    format!("{}#{}", due_key(task.due_at), task.task_id)
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Item, StoreError> {
@@ -740,13 +706,6 @@ impl DynamoStore {
         }
         encode(&key)
     }
-
-    async fn task_pointer(&self, task_id: Uuid) -> Result<Option<TaskPointer>, StoreError> {
-        self.get_item(&Key::task_pointer(task_id))
-            .await?
-            .map(|item| decode::<Keyed<TaskPointer>>(item).map(|keyed| keyed.record))
-            .transpose()
-    }
 }
 
 #[async_trait]
@@ -940,90 +899,5 @@ impl Store for DynamoStore {
         query.key_condition = "gsi1pk = :pk AND gsi1sk >= :since";
         query.values.insert(":since".to_owned(), string(time_key(since)));
         self.query_all(&query).await?.into_iter().map(decode_delivery).collect()
-    }
-
-    async fn put_task(&self, task: &PendingTask) -> Result<(), StoreError> {
-        let sort = task_sort(task);
-        let record = TaskRecord { task_id: task.task_id, due_at: task.due_at, body: task.body.clone() };
-        for _ in 0..MAX_CONTENDED_ATTEMPTS {
-            // Putting a task again reschedules it: the item under its old due time must go.
-            let pointer = self.task_pointer(task.task_id).await?;
-            let pointer_unchanged = match &pointer {
-                None => Condition::absent(),
-                Some(pointer) => Condition::equals("task_sk", string(&pointer.task_sk)),
-            };
-            let mut writes = vec![
-                self.put_write(encode(&Keyed::new(Key::task(sort.clone()), &record))?, None)?,
-                self.put_write(
-                    encode(&Keyed::new(Key::task_pointer(task.task_id), TaskPointer { task_sk: sort.clone() }))?,
-                    Some(pointer_unchanged),
-                )?,
-            ];
-            if let Some(old) = pointer.filter(|pointer| pointer.task_sk != sort) {
-                writes.push(self.delete_write(&Key::task(old.task_sk), None)?);
-            }
-            match self.transact(writes).await {
-                Ok(()) => return Ok(()),
-                Err(TransactFailure::Condition | TransactFailure::Contention) => continue,
-                Err(TransactFailure::Backend(err)) => return Err(err),
-            }
-        }
-        Err(StoreError::Conflict)
-    }
-
-    async fn due_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<PendingTask>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut query = PartitionQuery::table(TASKS_PARTITION);
-        // `~` sorts after every character of a UUID, so the bound takes in all of `now`'s
-        // microsecond; the exact comparison below drops the sub-microsecond late ones.
-        query.key_condition = "pk = :pk AND sk <= :due";
-        query.values.insert(":due".to_owned(), string(format!("{}#~", due_key(now))));
-        let mut due = Vec::new();
-        let mut start = None;
-        loop {
-            let (items, last) = self.query_page(&query, start, Some(limit - due.len())).await?;
-            for item in items {
-                let task = decode::<Keyed<TaskRecord>>(item)?.record;
-                if task.due_at <= now {
-                    due.push(PendingTask { task_id: task.task_id, due_at: task.due_at, body: task.body });
-                }
-            }
-            match last {
-                Some(key) if due.len() < limit => start = Some(key),
-                _ => return Ok(due),
-            }
-        }
-    }
-
-    async fn next_task_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let (items, _) = self.query_page(&PartitionQuery::table(TASKS_PARTITION), None, Some(1)).await?;
-        items
-            .into_iter()
-            .next()
-            .map(|item| decode::<Keyed<TaskRecord>>(item).map(|keyed| keyed.record.due_at))
-            .transpose()
-    }
-
-    async fn delete_task(&self, task_id: Uuid) -> Result<(), StoreError> {
-        for _ in 0..MAX_CONTENDED_ATTEMPTS {
-            let Some(pointer) = self.task_pointer(task_id).await? else {
-                return Ok(());
-            };
-            let writes = vec![
-                self.delete_write(
-                    &Key::task_pointer(task_id),
-                    Some(Condition::equals("task_sk", string(&pointer.task_sk))),
-                )?,
-                self.delete_write(&Key::task(pointer.task_sk), None)?,
-            ];
-            match self.transact(writes).await {
-                Ok(()) => return Ok(()),
-                Err(TransactFailure::Condition | TransactFailure::Contention) => continue,
-                Err(TransactFailure::Backend(err)) => return Err(err),
-            }
-        }
-        Err(StoreError::Conflict)
     }
 }

@@ -18,7 +18,7 @@ use super::{
 use crate::domain::{Attempt, DeliveryState, Webhook, WebhookId};
 use crate::events::EventType;
 use crate::store::conformance::{self, delivery, webhook};
-use crate::store::{PageRequest, PendingTask, Store, StoreError};
+use crate::store::{PageRequest, Store, StoreError};
 
 /// The emulator's address. A missing emulator fails the test rather than skipping it: a
 /// skipped adapter test reads as a passing one.
@@ -291,26 +291,6 @@ async fn a_sparse_state_filter_still_fills_pages_without_skipping() {
     failed.reverse();
     assert_eq!(listed, failed);
     assert_eq!(pages, 2);
-    drop_table(&client, &table).await;
-}
-
-#[tokio::test]
-async fn putting_a_task_again_reschedules_it_instead_of_duplicating_it() {
-    let client = client();
-    let table = fresh_table(&client).await;
-    let store = DynamoStore::new(client.clone(), table.clone());
-    let now = Utc::now();
-    let task = PendingTask { task_id: Uuid::new_v4(), due_at: now - Duration::seconds(10), body: "first".into() };
-    store.put_task(&task).await.expect("put");
-
-    let moved = PendingTask { due_at: now + Duration::hours(1), body: "moved".into(), ..task.clone() };
-    store.put_task(&moved).await.expect("put again");
-
-    assert!(store.due_tasks(now, 10).await.expect("due now").is_empty());
-    assert_eq!(store.due_tasks(now + Duration::hours(2), 10).await.expect("due later"), vec![moved.clone()]);
-    store.delete_task(task.task_id).await.expect("delete");
-    store.delete_task(task.task_id).await.expect("deleting twice is fine");
-    assert_eq!(store.next_task_due().await.expect("next"), None);
     drop_table(&client, &table).await;
 }
 

@@ -1,6 +1,7 @@
-//! Storage of webhooks, their subscriptions, delivery log entries and pending delivery tasks.
-//! One trait, two implementations: DynamoDB in AWS and an embedded SQLite file locally. Both
-//! pass the same conformance suite (`conformance.rs`).
+//! Storage of webhooks, their subscriptions and delivery log entries. One trait, two
+//! implementations: DynamoDB in AWS and an embedded SQLite file locally. Both
+//! pass the same conformance suite (`conformance.rs`). The local queue's tasks are not here:
+//! [`LocalTasks`] keeps them beside the embedded store.
 
 #[cfg(test)]
 pub(crate) mod conformance;
@@ -17,7 +18,7 @@ use uuid::Uuid;
 
 pub use cursor::Cursor;
 pub use dynamo::{DynamoStore, TableDefinition};
-pub use embedded::EmbeddedStore;
+pub use embedded::{EmbeddedStore, LocalTasks, PendingTask};
 
 use crate::domain::{DeliveryLog, DeliveryState, Webhook, WebhookId};
 use crate::events::EventType;
@@ -57,14 +58,6 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Where the next page starts; `None` when this page is the last.
     pub next: Option<Cursor>,
-}
-
-/// A delivery task waiting for its time, for the local (store-backed) queue.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PendingTask {
-    pub task_id: Uuid,
-    pub due_at: DateTime<Utc>,
-    pub body: String,
 }
 
 #[async_trait]
@@ -124,16 +117,6 @@ pub trait Store: Send + Sync {
         state: DeliveryState,
         since: DateTime<Utc>,
     ) -> Result<Vec<DeliveryLog>, StoreError>;
-
-    async fn put_task(&self, task: &PendingTask) -> Result<(), StoreError>;
-
-    /// Tasks due at or before `now`, earliest first.
-    async fn due_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<PendingTask>, StoreError>;
-
-    /// Earliest due time of any pending task, to know how long to sleep.
-    async fn next_task_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
-
-    async fn delete_task(&self, task_id: Uuid) -> Result<(), StoreError>;
 
     /// Forgets log entries past their `expires_at`. DynamoDB does this itself through TTL.
     async fn purge_expired(&self, _now: DateTime<Utc>) -> Result<usize, StoreError> {

@@ -9,6 +9,7 @@ use super::Surface;
 use crate::domain::ParseError;
 use crate::queue::QueueError;
 use crate::store::StoreError;
+use crate::telemetry::{escape_controls, truncate_chars};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -80,6 +81,10 @@ struct Problem<'a> {
     errors: [&'a str; 1],
 }
 
+/// Longest error detail: room for a message around a few client values cut to
+/// [`crate::telemetry::MAX_CLIENT_VALUE_CHARS`].
+const MAX_DETAIL_CHARS: usize = 512;
+
 const INTERNAL_DETAIL: &str = "internal server error; the service logged the details";
 
 impl ApiError {
@@ -113,7 +118,9 @@ impl ApiError {
     pub fn into_response(self, surface: Surface) -> Response<Body> {
         let status = self.status(surface);
         let (title, code) = self.title_and_code(surface);
-        let message = self.to_string();
+        // Details quote client input (names, values, schema violations): however they were
+        // built, one is never longer than this, nor carries control characters into the log.
+        let message = truncate_chars(&escape_controls(&self.to_string()), MAX_DETAIL_CHARS);
         let detail = if let Self::Internal(cause) = &self {
             tracing::error!(status = status.as_u16(), error = %cause, "request failed");
             INTERNAL_DETAIL

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::{ApiError, MAX_BODY_BYTES};
 use crate::App;
 use crate::domain::WebhookId;
+use crate::telemetry::client_value;
 
 /// The local bearer token check (`WEBHOOKS_API_TOKEN`); in AWS, IAM at API Gateway does this.
 /// It needs only the headers, so a server can run it before reading a body.
@@ -81,7 +82,10 @@ pub(crate) fn limit_param(request: &Request, default: usize, max: usize) -> Resu
     match query_param(request, "limit") {
         None => Ok(default),
         Some(text) => text.parse::<usize>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
-            ApiError::InvalidRequest(format!("limit: must be a whole number from 1 to {max}, not {text:?}"))
+            ApiError::InvalidRequest(format!(
+                "limit: must be a whole number from 1 to {max}, not {:?}",
+                client_value(&text)
+            ))
         }),
     }
 }
@@ -126,7 +130,8 @@ pub(crate) fn parse_object<T: DeserializeOwned>(
     object.retain(|key, value| known.contains(&key.as_str()) || !value.is_null());
     if let Some(unknown) = object.keys().find(|key| !known.contains(&key.as_str())) {
         return Err(ApiError::InvalidRequest(format!(
-            "{unknown}: unknown field; expected one of {}",
+            "{}: unknown field; expected one of {}",
+            client_value(unknown),
             known.join(", ")
         )));
     }

@@ -109,7 +109,8 @@ impl FromStr for EventType {
         match Self::ALL.iter().find(|t| t.as_str() == value) {
             Some(found) => Ok(*found),
             // Exactly SPEC §3's wording: OneFuzz clients and checks compare this text.
-            None => Err(ParseError::new(format!("{UNKNOWN_EVENT_TYPE}{value}"))),
+            // A long name is cut short: it is echoed to the client and logged.
+            None => Err(ParseError::new(format!("{UNKNOWN_EVENT_TYPE}{}", crate::telemetry::client_value(value)))),
         }
     }
 }

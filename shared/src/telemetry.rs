@@ -29,6 +29,7 @@ pub fn init_lambda() {
         .with_ansi(false)
         .without_time()
         .with_target(false)
+        .log_internal_errors(false)
         .try_init();
 }
 
@@ -45,6 +46,9 @@ pub fn init_local() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .fmt_fields(fields)
+        // A log that cannot be written (its disk is full) is skipped: reporting that with
+        // `eprintln!` would panic, and kill whichever thread was logging (the store's).
+        .log_internal_errors(false)
         .try_init();
 }
 

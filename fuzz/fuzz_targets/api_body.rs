@@ -9,7 +9,8 @@ use libfuzzer_sys::fuzz_target;
 use webhooks::Config;
 use webhooks::api::{ApiError, BodyKind, parse_body};
 
-static CONFIG: LazyLock<Config> = LazyLock::new(|| Config::from_lookup(|_| None).unwrap_or_else(|_| std::process::abort()));
+static CONFIG: LazyLock<Config> =
+    LazyLock::new(|| Config::from_lookup(|_| None).unwrap_or_else(|_| std::process::abort()));
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else { return };

@@ -9,8 +9,9 @@ use libfuzzer_sys::fuzz_target;
 use webhooks::Config;
 use webhooks::events::{IngestDefaults, parse_queue_body};
 
-static DEFAULTS: LazyLock<IngestDefaults> =
-    LazyLock::new(|| Config::from_lookup(|_| None).map(|config| config.ingest_defaults()).unwrap_or_else(|_| std::process::abort()));
+static DEFAULTS: LazyLock<IngestDefaults> = LazyLock::new(|| {
+    Config::from_lookup(|_| None).map(|config| config.ingest_defaults()).unwrap_or_else(|_| std::process::abort())
+});
 
 fuzz_target!(|data: &[u8]| {
     let Ok(body) = std::str::from_utf8(data) else { return };

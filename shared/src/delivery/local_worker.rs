@@ -63,7 +63,10 @@ impl LocalWorker {
             }
             while running.try_join_next().is_some() {}
             let free = self.slots.saturating_sub(running.len());
-            if free > 0 {
+            // Under load, slots are refilled a quarter at a time: one claim (a store round
+            // trip and two thread wake-ups) per several finished messages, not one each.
+            let hungry = free >= (self.slots / 4).max(1) || running.is_empty();
+            if hungry {
                 for task in self.claim(free).await {
                     running.spawn(handle(self.sender.clone(), self.queue.clone(), self.in_flight.clone(), task));
                 }
@@ -72,8 +75,8 @@ impl LocalWorker {
                 last_purge = std::time::Instant::now();
                 self.purge_expired_logs().await;
             }
-            let full = running.len() >= self.slots;
-            // With every slot taken only a finished message (or the stop) matters.
+            let full = !hungry || running.len() >= self.slots;
+            // With the slots (nearly) all taken only a finished message (or the stop) matters.
             let sleep = if full { IDLE_POLL } else { self.time_to_next_due().await };
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}

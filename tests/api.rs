@@ -185,7 +185,7 @@ async fn ping_answers_202_with_a_ping_id_and_queues_a_delivery_for_that_webhook_
 
     assert_eq!(pinged.status, StatusCode::ACCEPTED, "{}", pinged.raw);
     let ping_id = pinged.body["ping_id"].as_str().unwrap();
-    let queued = app.store.due_tasks(Utc::now(), 10).await.unwrap();
+    let queued = app.tasks.due(Utc::now(), 10).await.unwrap();
     assert_eq!(queued.len(), 1);
     let task: Value = serde_json::from_str(&queued[0].body).unwrap();
     assert_eq!(task["kind"], "deliver");
@@ -203,7 +203,7 @@ async fn publishing_an_event_answers_202_and_queues_it_with_its_id() {
     let published = app.post("/events", json!({"event_type": "ping", "event": {"ping_id": uuid::Uuid::nil()}})).await;
 
     assert_eq!(published.status, StatusCode::ACCEPTED, "{}", published.raw);
-    let queued = app.store.due_tasks(Utc::now(), 10).await.unwrap();
+    let queued = app.tasks.due(Utc::now(), 10).await.unwrap();
     let message: Value = serde_json::from_str(&queued[0].body).unwrap();
     assert_eq!(message["event_id"], published.body["event_id"]);
     assert_eq!(message["event_type"], "ping");
@@ -219,7 +219,7 @@ async fn publishing_an_invalid_event_is_refused_with_the_reason() {
 
     assert_eq!(unknown.problem(StatusCode::BAD_REQUEST), "unknown event type: tsk_created");
     assert!(invalid.problem(StatusCode::BAD_REQUEST).contains("ping_id"));
-    assert!(app.store.due_tasks(Utc::now(), 10).await.unwrap().is_empty(), "nothing queued");
+    assert!(app.tasks.due(Utc::now(), 10).await.unwrap().is_empty(), "nothing queued");
 }
 
 async fn insert_logs(app: &TestApp, webhook_id: &str, count: usize) -> Vec<uuid::Uuid> {
@@ -309,7 +309,7 @@ async fn redeliver_and_recover_queue_stored_deliveries_again() {
     missing.problem(StatusCode::NOT_FOUND);
     assert!(still_pending.problem(StatusCode::CONFLICT).contains("still queued"));
     assert!(bad_since.problem(StatusCode::BAD_REQUEST).starts_with("since:"));
-    assert_eq!(app.store.due_tasks(Utc::now(), 10).await.unwrap().len(), 2);
+    assert_eq!(app.tasks.due(Utc::now(), 10).await.unwrap().len(), 2);
 }
 
 // --- OneFuzz-compatible routes ---

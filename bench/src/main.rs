@@ -6,6 +6,7 @@ mod coldstart;
 mod fanout;
 mod process;
 mod receiver;
+mod serve;
 mod throughput;
 
 use clap::{Parser, Subcommand};
@@ -73,6 +74,22 @@ enum Mode {
         #[arg(long, default_value_t = 50)]
         repeats: usize,
     },
+    /// `webhooks serve` end to end from outside: `live` publishes to `/events` while it
+    /// delivers (CPU seconds per 1 000 deliveries, latency); `backlog` starts it with every
+    /// delivery already pending (peak RSS, drain rate).
+    Serve {
+        /// The `webhooks` binary (release).
+        #[arg(long, default_value = "target/release/webhooks")]
+        bin: String,
+        #[arg(long, value_parser = ["live", "backlog"])]
+        mode: String,
+        #[arg(long)]
+        events: usize,
+        #[arg(long, default_value_t = 10)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 8)]
+        publishers: usize,
+    },
     /// Each Lambda binary's time from exec to its first Runtime API poll, and its size.
     Coldstart {
         #[arg(long)]
@@ -98,6 +115,9 @@ async fn main() {
             throughput::engine(&url, events, subscribers, concurrency, body_bytes).await
         }
         Mode::Fanout { store, total, subscribed, repeats } => fanout::run(&store, total, subscribed, repeats).await,
+        Mode::Serve { bin, mode, events, subscribers, publishers } => {
+            serve::run(&bin, mode == "backlog", events, subscribers, publishers).await
+        }
         Mode::Coldstart { dir, runs, binaries } => coldstart::run(&dir, runs, &binaries).await,
     };
     if let Err(message) = result {

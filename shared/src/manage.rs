@@ -175,10 +175,7 @@ impl App {
     /// One delivery's log entry.
     pub async fn get_log(&self, id: WebhookId, event_id: Uuid) -> Result<DeliveryLog, ManageError> {
         self.get_webhook(id).await?;
-        self.store
-            .get_delivery(id, event_id)
-            .await?
-            .ok_or(ManageError::DeliveryNotFound { webhook_id: id, event_id })
+        self.store.get_delivery(id, event_id).await?.ok_or(ManageError::DeliveryNotFound { webhook_id: id, event_id })
     }
 
     /// Sends a finished (succeeded or failed) delivery again from its stored payload.

@@ -16,12 +16,14 @@ use http::{Method, StatusCode};
 use lambda_http::{Body, Request};
 use serde_json::Value;
 use webhooks::queue::LocalQueue;
-use webhooks::store::{EmbeddedStore, Store};
+use webhooks::store::{EmbeddedStore, LocalTasks, Store};
 use webhooks::{App, Config};
 
 pub struct TestApp {
     pub app: App,
     pub store: Arc<dyn Store>,
+    /// The local queue's tasks: what the handlers queued.
+    pub tasks: LocalTasks,
 }
 
 /// What a request got back: status, content type and the body parsed as JSON (or the text).
@@ -39,9 +41,11 @@ impl TestApp {
     }
 
     pub fn with_config(config: Config) -> Self {
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory().expect("in-memory store"));
-        let queue = Arc::new(LocalQueue::new(store.clone()));
-        Self { app: App::new(store.clone(), queue, config), store }
+        let embedded = EmbeddedStore::in_memory().expect("in-memory store");
+        let tasks = LocalTasks::new(&embedded);
+        let store: Arc<dyn Store> = Arc::new(embedded);
+        let queue = Arc::new(LocalQueue::new(tasks.clone()));
+        Self { app: App::new(store.clone(), queue, config), store, tasks }
     }
 
     pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> TestResponse {

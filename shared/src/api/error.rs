@@ -11,6 +11,7 @@ use crate::events::CatalogError;
 use crate::manage::ManageError;
 use crate::queue::QueueError;
 use crate::store::StoreError;
+use crate::telemetry::{escape_controls, truncate_chars};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -32,10 +33,18 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// The store cannot write for now (full disk, database locked): a 503 with `Retry-After`,
+    /// so clients try again. The cause goes to the log only.
+    #[error("the service cannot store requests right now; retry in {RETRY_AFTER_SECS} s")]
+    Unavailable(String),
     /// Complete in logs, opaque to clients.
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// What a 503 tells clients to wait: long enough for an operator or a purge to free space,
+/// short enough that a retry soon succeeds once it has.
+pub const RETRY_AFTER_SECS: u64 = 5;
 
 impl From<ParseError> for ApiError {
     fn from(err: ParseError) -> Self {
@@ -50,6 +59,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => Self::WebhookNotFound,
             StoreError::BadCursor => Self::InvalidRequest("next: not a valid pagination cursor".into()),
             StoreError::Backend(detail) => Self::Internal(format!("store: {detail}")),
+            StoreError::Unavailable(detail) => Self::Unavailable(format!("store: {detail}")),
         }
     }
 }
@@ -78,7 +88,10 @@ impl From<ManageError> for ApiError {
 
 impl From<QueueError> for ApiError {
     fn from(err: QueueError) -> Self {
-        Self::Internal(err.to_string())
+        match err {
+            QueueError::Unavailable(detail) => Self::Unavailable(format!("queue: {detail}")),
+            other => Self::Internal(other.to_string()),
+        }
     }
 }
 
@@ -91,6 +104,10 @@ struct Problem<'a> {
     code: u16,
     errors: [&'a str; 1],
 }
+
+/// Longest error detail: room for a message around a few client values cut to
+/// [`crate::telemetry::MAX_CLIENT_VALUE_CHARS`].
+const MAX_DETAIL_CHARS: usize = 512;
 
 const INTERNAL_DETAIL: &str = "internal server error; the service logged the details";
 
@@ -107,6 +124,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -116,7 +134,7 @@ impl ApiError {
             Self::WebhookNotFound if surface == Surface::Compat => ("INVALID_REQUEST", 450),
             Self::WebhookNotFound | Self::NotFound(_) | Self::NoRoute(_) => ("UNABLE_TO_FIND", 467),
             Self::Unauthorized => ("UNAUTHORIZED", 457),
-            Self::Internal(_) => ("INTERNAL_ERROR", 500),
+            Self::Internal(_) | Self::Unavailable(_) => ("INTERNAL_ERROR", 500),
             _ => ("INVALID_REQUEST", 450),
         }
     }
@@ -124,10 +142,15 @@ impl ApiError {
     pub fn into_response(self, surface: Surface) -> Response<Body> {
         let status = self.status(surface);
         let (title, code) = self.title_and_code(surface);
-        let message = self.to_string();
+        // Details quote client input (names, values, schema violations): however they were
+        // built, one is never longer than this, nor carries control characters into the log.
+        let message = truncate_chars(&escape_controls(&self.to_string()), MAX_DETAIL_CHARS);
         let detail = if let Self::Internal(cause) = &self {
             tracing::error!(status = status.as_u16(), error = %cause, "request failed");
             INTERNAL_DETAIL
+        } else if let Self::Unavailable(cause) = &self {
+            tracing::warn!(status = status.as_u16(), error = %cause, "request refused for now: the store cannot write");
+            message.as_str()
         } else {
             tracing::info!(status = status.as_u16(), detail = %message, "request refused");
             message.as_str()
@@ -141,6 +164,9 @@ impl ApiError {
             .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/problem+json"));
         if let Self::MethodNotAllowed { allowed, .. } = self {
             response.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allowed));
+        }
+        if let Self::Unavailable(_) = self {
+            response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(RETRY_AFTER_SECS));
         }
         if let Self::Unauthorized = self {
             response.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));

@@ -25,7 +25,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 
 pub use error::ApiError;
-pub use request::authorize;
+pub use request::{BodyKind, authorize, parse_body};
 pub use router::{ROUTES, route};
 pub use views::{LogEntryView, WebhookDetail, WebhookSummary};
 

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::{ApiError, MAX_BODY_BYTES};
 use crate::App;
 use crate::domain::WebhookId;
+use crate::telemetry::client_value;
 
 /// The local bearer token check (`WEBHOOKS_API_TOKEN`); in AWS, IAM at API Gateway does this.
 /// It needs only the headers, so a server can run it before reading a body.
@@ -18,13 +19,20 @@ pub fn authorize(app: &App, headers: &http::HeaderMap) -> Result<(), ApiError> {
     let presented = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
+        .and_then(bearer_credentials)
         .unwrap_or("");
     if crate::signing::constant_time_eq(presented.as_bytes(), expected.expose().as_bytes()) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized)
     }
+}
+
+/// The token of a `Bearer` authorization: the scheme is case-insensitive (RFC 9110 §11.1),
+/// and one or more spaces separate it from the token.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start_matches(' ')).filter(|token| !token.is_empty())
 }
 
 /// The path's segments from the first known resource name on, so a stage prefix such as
@@ -75,7 +83,10 @@ pub(crate) fn limit_param(request: &Request, default: usize, max: usize) -> Resu
     match query_param(request, "limit") {
         None => Ok(default),
         Some(text) => text.parse::<usize>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
-            ApiError::InvalidRequest(format!("limit: must be a whole number from 1 to {max}, not {text:?}"))
+            ApiError::InvalidRequest(format!(
+                "limit: must be a whole number from 1 to {max}, not {:?}",
+                client_value(&text)
+            ))
         }),
     }
 }
@@ -120,7 +131,8 @@ pub(crate) fn parse_object<T: DeserializeOwned>(
     object.retain(|key, value| known.contains(&key.as_str()) || !value.is_null());
     if let Some(unknown) = object.keys().find(|key| !known.contains(&key.as_str())) {
         return Err(ApiError::InvalidRequest(format!(
-            "{unknown}: unknown field; expected one of {}",
+            "{}: unknown field; expected one of {}",
+            client_value(unknown),
             known.join(", ")
         )));
     }
@@ -130,4 +142,65 @@ pub(crate) fn parse_object<T: DeserializeOwned>(
         let inner = inner.split(" at line ").next().unwrap_or(&inner).to_owned();
         if path == "." { ApiError::InvalidRequest(inner) } else { ApiError::InvalidRequest(format!("{path}: {inner}")) }
     })
+}
+
+/// The bodies clients send, each parsed as its route does; for fuzzing the whole parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    RestCreate,
+    RestUpdate,
+    CompatCreate,
+    CompatUpdate,
+    CompatWebhookId,
+    Recover,
+}
+
+impl BodyKind {
+    pub const ALL: [Self; 6] = [
+        Self::RestCreate,
+        Self::RestUpdate,
+        Self::CompatCreate,
+        Self::CompatUpdate,
+        Self::CompatWebhookId,
+        Self::Recover,
+    ];
+}
+
+/// Parses `body` (JSON bytes) as the route taking `kind` does, down to domain values.
+pub fn parse_body(kind: BodyKind, body: &[u8], config: &crate::Config) -> Result<(), ApiError> {
+    use super::inputs::{
+        COMPAT_UPDATE_FIELDS, CREATE_FIELDS, CreateBody, REST_UPDATE_FIELDS, RecoverBody, UpdateBody, WebhookIdBody,
+    };
+    let mut request = Request::new(lambda_http::Body::from(body.to_vec()));
+    request.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    let compat = matches!(kind, BodyKind::CompatCreate | BodyKind::CompatUpdate | BodyKind::CompatWebhookId);
+    let object = json_object(&request, compat)?;
+    match kind {
+        BodyKind::RestCreate | BodyKind::CompatCreate => {
+            parse_object::<CreateBody>(object, CREATE_FIELDS)?.parse(config).map(drop)
+        }
+        BodyKind::RestUpdate => parse_object::<UpdateBody>(object, REST_UPDATE_FIELDS)?.parse(config, true).map(drop),
+        BodyKind::CompatUpdate => {
+            let body = parse_object::<UpdateBody>(object, COMPAT_UPDATE_FIELDS)?;
+            body.webhook_id()?;
+            body.parse(config, false).map(drop)
+        }
+        BodyKind::CompatWebhookId => parse_object::<WebhookIdBody>(object, &["webhook_id"])?.optional().map(drop),
+        BodyKind::Recover => parse_object::<RecoverBody>(object, &["since"])?.since().map(drop),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_credentials;
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case_and_other_schemes_are_not_bearer() {
+        assert_eq!(bearer_credentials("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials("bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials("BEARER  abc"), Some("abc"));
+        assert_eq!(bearer_credentials("Basic abc"), None);
+        assert_eq!(bearer_credentials("Bearerabc"), None);
+        assert_eq!(bearer_credentials("Bearer "), None);
+    }
 }

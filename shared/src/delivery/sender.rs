@@ -199,7 +199,11 @@ impl Sender {
     /// Handles one queue message body whose history is unknown (it may have been handled
     /// before). `message_id` is the queue's id for it.
     pub async fn handle_message(&self, body: &str, message_id: &str) -> MessageOutcome {
-        let received = Received { body, message_id, receive_count: 0, sent_at: None };
+        self.handle_received(Received { body, message_id, receive_count: 0, sent_at: None }).await
+    }
+
+    /// Handles one message on its own, as the local queue hands them out.
+    pub async fn handle_received(&self, received: Received<'_>) -> MessageOutcome {
         self.handle_batch(&[received], self.config.fanout_inline_limit)
             .await
             .pop()

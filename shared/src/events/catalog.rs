@@ -143,7 +143,8 @@ impl FromStr for EventType {
             .iter()
             .find(|t| t.as_str() == value)
             .copied()
-            .ok_or_else(|| CatalogError::UnknownType(value.to_owned()))
+            // A long name is cut short: it is echoed to the client and logged.
+            .ok_or_else(|| CatalogError::UnknownType(crate::telemetry::client_value(value)))
     }
 }
 

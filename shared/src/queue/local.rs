@@ -7,23 +7,23 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{Queue, QueueError, QueueMessage};
-use crate::store::{PendingTask, Store};
+use crate::store::{LocalTasks, StoreError};
 
-/// The local-mode queue: messages are rows in the embedded store, so a restart loses none.
-/// The local sender waits on `notified` and polls `Store::due_tasks`.
+/// The local-mode queue: messages are rows of the embedded store's task table, so a restart
+/// loses none. The local worker waits on `notified` and claims due tasks from `tasks`.
 #[derive(Clone)]
 pub struct LocalQueue {
-    store: Arc<dyn Store>,
+    tasks: LocalTasks,
     wake: Arc<Notify>,
 }
 
 impl LocalQueue {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, wake: Arc::new(Notify::new()) }
+    pub fn new(tasks: LocalTasks) -> Self {
+        Self { tasks, wake: Arc::new(Notify::new()) }
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+    pub fn tasks(&self) -> &LocalTasks {
+        &self.tasks
     }
 
     /// Resolves when a message was sent since the last wake-up.
@@ -36,8 +36,10 @@ impl LocalQueue {
 impl Queue for LocalQueue {
     async fn send(&self, message: &QueueMessage, delay: Duration) -> Result<(), QueueError> {
         let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
-        let task = PendingTask { task_id: Uuid::new_v4(), due_at: Utc::now() + delay, body: message.to_body()? };
-        self.store.put_task(&task).await.map_err(|e| QueueError::Send(e.to_string()))?;
+        self.tasks.put(Uuid::new_v4(), Utc::now() + delay, message.to_body()?).await.map_err(|err| match err {
+            StoreError::Unavailable(detail) => QueueError::Unavailable(detail),
+            other => QueueError::Send(other.to_string()),
+        })?;
         self.wake.notify_one();
         Ok(())
     }

@@ -28,6 +28,9 @@ pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(15 * 60);
 pub enum QueueError {
     #[error("queue send failed: {0}")]
     Send(String),
+    /// The queue cannot take messages for now (local mode: the store cannot write).
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
     #[error("queue message could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
 }

@@ -9,7 +9,7 @@ use chrono::{Duration, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Cursor, PageRequest, PendingTask, Read, Store, StoreError};
+use super::{Cursor, PageRequest, Read, Store, StoreError};
 use crate::domain::{
     Attempt, CustomHeaders, DeliveryLog, DeliveryState, EventEnvelope, EventPattern, NewWebhook, RateLimit,
     SecretToken, Webhook, WebhookId, WebhookName, WebhookUrl,
@@ -578,26 +578,4 @@ async fn deliveries_since_returns_only_that_state_after_the_time(store: &dyn Sto
         store.deliveries_since(webhook_id, DeliveryState::Failed, start + Duration::hours(1)).await.expect("since");
 
     assert_eq!(found.iter().map(|e| e.event_id).collect::<Vec<_>>(), vec![new_failed.event_id]);
-}
-
-pub(crate) async fn tasks_come_due_in_order_and_go_when_deleted(store: &dyn Store) {
-    let now = Utc::now();
-    let later = PendingTask { task_id: Uuid::new_v4(), due_at: now + Duration::seconds(30), body: "later".into() };
-    let soon = PendingTask { task_id: Uuid::new_v4(), due_at: now - Duration::seconds(1), body: "soon".into() };
-    let sooner = PendingTask { task_id: Uuid::new_v4(), due_at: now - Duration::seconds(5), body: "sooner".into() };
-    for task in [&later, &soon, &sooner] {
-        store.put_task(task).await.expect("put");
-    }
-
-    let due = store.due_tasks(now, 10).await.expect("due");
-    let next_due = store.next_task_due().await.expect("next");
-    store.delete_task(sooner.task_id).await.expect("delete");
-    store.delete_task(soon.task_id).await.expect("delete");
-    let after = store.due_tasks(now, 10).await.expect("due after delete");
-    let next_after = store.next_task_due().await.expect("next after delete");
-
-    assert_eq!(due.iter().map(|t| t.body.as_str()).collect::<Vec<_>>(), vec!["sooner", "soon"]);
-    assert_eq!(next_due.map(|t| t.timestamp_millis()), Some(sooner.due_at.timestamp_millis()));
-    assert!(after.is_empty());
-    assert_eq!(next_after.map(|t| t.timestamp_millis()), Some(later.due_at.timestamp_millis()));
 }

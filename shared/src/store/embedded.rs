@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{Cursor, Page, PageRequest, PendingTask, Store, StoreError};
+use super::{Cursor, Page, PageRequest, Store, StoreError};
 use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, EventPattern, Webhook, WebhookId};
 use crate::events::EventType;
 
@@ -102,13 +102,13 @@ where
         Box::new(move |committed: Result<(), &StoreError>| {
             let _ = reply.send(match committed {
                 Ok(()) => result,
-                Err(err) => Err(StoreError::Backend(format!("commit failed: {err}"))),
+                Err(err) => Err(transaction_failed("commit failed", err)),
             });
         })
     }
 
     fn refuse(self: Box<Self>, err: &StoreError) {
-        let _ = self.reply.send(Err(StoreError::Backend(format!("cannot begin a transaction: {err}"))));
+        let _ = self.reply.send(Err(transaction_failed("cannot begin a transaction", err)));
     }
 }
 
@@ -365,6 +365,17 @@ fn migrate(connection: &Connection) -> Result<(), StoreError> {
             )
             .map_err(|err| StoreError::Backend(format!("cannot upgrade the store to version 1: {err}")))?;
     }
+    if version < 2 {
+        // Version 2 counts how often the local worker handed each task to the sender.
+        connection
+            .execute_batch(
+                "BEGIN IMMEDIATE;
+                 ALTER TABLE tasks ADD COLUMN receive_count INTEGER NOT NULL DEFAULT 0;
+                 PRAGMA user_version = 2;
+                 COMMIT;",
+            )
+            .map_err(|err| StoreError::Backend(format!("cannot upgrade the store to version 2: {err}")))?;
+    }
     Ok(())
 }
 
@@ -383,7 +394,8 @@ fn run_jobs(connection: &Connection, queued: &mpsc::Receiver<Box<dyn Job>>) {
             if connection.is_autocommit() {
                 // SQLite rolled the whole transaction back (I/O error, disk full): nothing
                 // written in it stands, so each job so far fails, and the rest get a new one.
-                let lost = StoreError::Backend("the transaction was rolled back".into());
+                // SQLite rolls back on its own only for passing causes (full disk, I/O, busy).
+                let lost = StoreError::Unavailable("the transaction was rolled back".into());
                 answers.drain(..).for_each(|answer| answer(Err(&lost)));
                 if let Err(err) = begin(connection) {
                     batch.by_ref().for_each(|job| job.refuse(&err));
@@ -446,8 +458,25 @@ fn control(connection: &Connection, sql: &str) -> Result<(), StoreError> {
     connection.prepare_cached(sql).map_err(db)?.execute([]).map_err(db).map(|_| ())
 }
 
+/// SQLite's failures that pass: the disk is full, the file is locked by another process or
+/// cannot be read or written for now. The caller can retry later; anything else is a bug or a
+/// corrupt file.
 fn db(err: rusqlite::Error) -> StoreError {
-    StoreError::backend(err)
+    use rusqlite::ErrorCode::{CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, SystemIoFailure};
+    match err.sqlite_error_code() {
+        Some(DiskFull | DatabaseBusy | DatabaseLocked | SystemIoFailure | CannotOpen) => {
+            StoreError::Unavailable(err.to_string())
+        }
+        _ => StoreError::backend(err),
+    }
+}
+
+/// A failure of a whole transaction, for each job in it: passing if its cause was.
+fn transaction_failed(context: &str, err: &StoreError) -> StoreError {
+    match err {
+        StoreError::Unavailable(detail) => StoreError::Unavailable(format!("{context}: {detail}")),
+        other => StoreError::Backend(format!("{context}: {other}")),
+    }
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
@@ -873,67 +902,6 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn put_task(&self, task: &PendingTask) -> Result<(), StoreError> {
-        let values =
-            [text(task.task_id), Value::Integer(task.due_at.timestamp_millis()), Value::Text(task.body.clone())];
-        self.run(move |connection| {
-            connection
-                .prepare_cached("INSERT OR REPLACE INTO tasks (task_id, due_ms, body) VALUES (?1, ?2, ?3)")
-                .map_err(db)?
-                .execute(params_from_iter(values))
-                .map_err(db)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn due_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<PendingTask>, StoreError> {
-        let rows: Vec<(String, i64, String)> = self
-            .read(move |connection| {
-                let mut statement = connection
-                    .prepare_cached(
-                        "SELECT task_id, due_ms, body FROM tasks WHERE due_ms <= ?1 ORDER BY due_ms, task_id LIMIT ?2",
-                    )
-                    .map_err(db)?;
-                let rows = statement
-                    .query_map(params![now.timestamp_millis(), limit as i64], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                    })
-                    .map_err(db)?;
-                rows.collect::<Result<_, _>>().map_err(db)
-            })
-            .await?;
-        rows.into_iter()
-            .map(|(task_id, due_ms, body)| {
-                Ok(PendingTask {
-                    task_id: Uuid::parse_str(&task_id).map_err(StoreError::backend)?,
-                    due_at: DateTime::from_timestamp_millis(due_ms)
-                        .ok_or_else(|| StoreError::Backend("bad due time".into()))?,
-                    body,
-                })
-            })
-            .collect()
-    }
-
-    async fn next_task_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let due: Option<i64> = self
-            .read(|connection| connection.query_row("SELECT MIN(due_ms) FROM tasks", [], |row| row.get(0)).map_err(db))
-            .await?;
-        Ok(due.and_then(DateTime::from_timestamp_millis))
-    }
-
-    async fn delete_task(&self, task_id: Uuid) -> Result<(), StoreError> {
-        self.run(move |connection| {
-            connection
-                .prepare_cached("DELETE FROM tasks WHERE task_id = ?1")
-                .map_err(db)?
-                .execute(params![task_id.to_string()])
-                .map_err(db)?;
-            Ok(())
-        })
-        .await
-    }
-
     async fn purge_expired(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         self.run(move |connection| {
             let purged = connection
@@ -943,6 +911,167 @@ impl Store for EmbeddedStore {
             Ok(purged)
         })
         .await
+    }
+}
+
+/// A delivery task of the local queue, waiting for its time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingTask {
+    pub task_id: Uuid,
+    pub due_at: DateTime<Utc>,
+    pub body: String,
+    /// How many times the worker has handed the task to the sender: 1 on the first hand-off.
+    /// The local equivalent of SQS's `ApproximateReceiveCount`.
+    pub receive_count: u32,
+}
+
+/// The local queue's task table, in the embedded store's file and on its store thread, so a
+/// task and the log entries its handling writes share commits. Not part of [`Store`]: AWS
+/// keeps its tasks in SQS.
+#[derive(Clone)]
+pub struct LocalTasks {
+    store: EmbeddedStore,
+}
+
+impl LocalTasks {
+    pub fn new(store: &EmbeddedStore) -> Self {
+        Self { store: store.clone() }
+    }
+
+    /// Adds a task due at `due_at`, not yet received.
+    pub async fn put(&self, task_id: Uuid, due_at: DateTime<Utc>, body: String) -> Result<(), StoreError> {
+        let values = [text(task_id), Value::Integer(due_at.timestamp_millis()), Value::Text(body)];
+        self.store
+            .run(move |connection| {
+                connection
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO tasks (task_id, due_ms, body, receive_count) VALUES (?1, ?2, ?3, 0)",
+                    )
+                    .map_err(db)?
+                    .execute(params_from_iter(values))
+                    .map_err(db)?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Takes up to `limit` tasks due at `now`, earliest first: each is held (due again only
+    /// at `hold_until`, so a crash leaves it due soon after) and its receive count goes up,
+    /// in one statement, so two callers never take the same task.
+    pub async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        hold_until: DateTime<Utc>,
+    ) -> Result<Vec<PendingTask>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, String, i64)> = self
+            .store
+            .run(move |connection| {
+                let mut statement = connection
+                    .prepare_cached(
+                        "UPDATE tasks SET due_ms = ?3, receive_count = receive_count + 1 WHERE task_id IN
+                             (SELECT task_id FROM tasks WHERE due_ms <= ?1 ORDER BY due_ms LIMIT ?2)
+                         RETURNING task_id, body, receive_count",
+                    )
+                    .map_err(db)?;
+                let rows = statement
+                    .query_map(params![now.timestamp_millis(), limit as i64, hold_until.timestamp_millis()], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })
+                    .map_err(db)?;
+                rows.collect::<Result<_, _>>().map_err(db)
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(task_id, body, receive_count)| {
+                Ok(PendingTask {
+                    task_id: Uuid::parse_str(&task_id).map_err(StoreError::backend)?,
+                    due_at: hold_until,
+                    body,
+                    receive_count: u32::try_from(receive_count).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
+    }
+
+    /// Moves a task's due time, keeping its receive count.
+    pub async fn reschedule(&self, task_id: Uuid, due_at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.store
+            .run(move |connection| {
+                connection
+                    .prepare_cached("UPDATE tasks SET due_ms = ?2 WHERE task_id = ?1")
+                    .map_err(db)?
+                    .execute(params![task_id.to_string(), due_at.timestamp_millis()])
+                    .map_err(db)?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Tasks due at or before `now`, earliest first, left as they are.
+    pub async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<PendingTask>, StoreError> {
+        let rows: Vec<(String, i64, String, i64)> = self
+            .store
+            .read(move |connection| {
+                let mut statement = connection
+                    .prepare_cached(
+                        "SELECT task_id, due_ms, body, receive_count FROM tasks WHERE due_ms <= ?1
+                         ORDER BY due_ms, task_id LIMIT ?2",
+                    )
+                    .map_err(db)?;
+                let rows = statement
+                    .query_map(params![now.timestamp_millis(), limit as i64], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    })
+                    .map_err(db)?;
+                rows.collect::<Result<_, _>>().map_err(db)
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(task_id, due_ms, body, receive_count)| {
+                Ok(PendingTask {
+                    task_id: Uuid::parse_str(&task_id).map_err(StoreError::backend)?,
+                    due_at: DateTime::from_timestamp_millis(due_ms)
+                        .ok_or_else(|| StoreError::Backend("bad due time".into()))?,
+                    body,
+                    receive_count: u32::try_from(receive_count).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
+    }
+
+    /// Earliest due time of any pending task, to know how long to sleep.
+    pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let due: Option<i64> = self
+            .store
+            .read(|connection| connection.query_row("SELECT MIN(due_ms) FROM tasks", [], |row| row.get(0)).map_err(db))
+            .await?;
+        Ok(due.and_then(DateTime::from_timestamp_millis))
+    }
+
+    /// How many tasks are pending, due or not.
+    pub async fn count(&self) -> Result<usize, StoreError> {
+        let count: i64 = self
+            .store
+            .read(|connection| connection.query_row("SELECT COUNT(*) FROM tasks", [], |row| row.get(0)).map_err(db))
+            .await?;
+        Ok(usize::try_from(count).unwrap_or(0))
+    }
+
+    pub async fn delete(&self, task_id: Uuid) -> Result<(), StoreError> {
+        self.store
+            .run(move |connection| {
+                connection
+                    .prepare_cached("DELETE FROM tasks WHERE task_id = ?1")
+                    .map_err(db)?
+                    .execute(params![task_id.to_string()])
+                    .map_err(db)?;
+                Ok(())
+            })
+            .await
     }
 }
 
@@ -972,6 +1101,52 @@ mod tests {
             })
             .await
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn tasks_come_due_in_order_and_a_claim_holds_them_and_counts_the_hand_off() {
+        let store = EmbeddedStore::in_memory().unwrap();
+        let tasks = LocalTasks::new(&store);
+        let now = Utc::now();
+        let (later, soon, sooner) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        tasks.put(later, now + chrono::Duration::seconds(30), "later".into()).await.unwrap();
+        tasks.put(soon, now - chrono::Duration::seconds(1), "soon".into()).await.unwrap();
+        tasks.put(sooner, now - chrono::Duration::seconds(5), "sooner".into()).await.unwrap();
+
+        let due: Vec<String> = tasks.due(now, 10).await.unwrap().into_iter().map(|t| t.body).collect();
+        let hold = now + chrono::Duration::seconds(20);
+        let first = tasks.claim_due(now, 1, hold).await.unwrap();
+        let second = tasks.claim_due(now, 10, hold).await.unwrap();
+        let none_left = tasks.claim_due(now, 10, hold).await.unwrap();
+        let again = tasks.claim_due(hold, 10, hold + chrono::Duration::seconds(20)).await.unwrap();
+        tasks.delete(sooner).await.unwrap();
+
+        assert_eq!(due, ["sooner", "soon"]);
+        assert_eq!(first.iter().map(|t| (t.task_id, t.receive_count)).collect::<Vec<_>>(), [(sooner, 1)]);
+        assert_eq!(second.iter().map(|t| (t.task_id, t.receive_count)).collect::<Vec<_>>(), [(soon, 1)]);
+        assert!(none_left.is_empty(), "held tasks are not due");
+        let mut counts: Vec<(String, u32)> = again.into_iter().map(|t| (t.body, t.receive_count)).collect();
+        counts.sort();
+        assert_eq!(counts, [("soon".to_owned(), 2), ("sooner".to_owned(), 2)]);
+        assert_eq!(tasks.count().await.unwrap(), 2);
+        assert_eq!(
+            tasks.next_due().await.unwrap().map(|t| t.timestamp_millis()),
+            Some((now + chrono::Duration::seconds(30)).timestamp_millis())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rescheduled_task_keeps_its_receive_count() {
+        let store = EmbeddedStore::in_memory().unwrap();
+        let tasks = LocalTasks::new(&store);
+        let now = Utc::now();
+        let id = Uuid::new_v4();
+        tasks.put(id, now, "t".into()).await.unwrap();
+        tasks.claim_due(now, 1, now + chrono::Duration::seconds(60)).await.unwrap();
+
+        tasks.reschedule(id, now).await.unwrap();
+
+        assert_eq!(tasks.due(now, 10).await.unwrap().first().map(|t| t.receive_count), Some(1));
     }
 
     #[tokio::test]

@@ -10,7 +10,6 @@ use crate::events::EventType;
 #[tokio::test]
 async fn the_embedded_store_passes_the_conformance_suite() {
     conformance::run_all(|| async { Arc::new(EmbeddedStore::in_memory().expect("open")) as Arc<dyn Store> }).await;
-    conformance::tasks_come_due_in_order_and_go_when_deleted(&EmbeddedStore::in_memory().expect("open")).await;
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
-//! Storage of webhooks, their subscriptions, delivery log entries and pending delivery tasks.
-//! One trait, two implementations: DynamoDB in AWS and an embedded SQLite file locally. Both
-//! pass the same conformance suite (`conformance.rs`).
+//! Storage of webhooks, their subscriptions and delivery log entries. One trait, two
+//! implementations: DynamoDB in AWS and an embedded SQLite file locally. Both
+//! pass the same conformance suite (`conformance.rs`). The local queue's tasks are not here:
+//! [`LocalTasks`] keeps them beside the embedded store.
 
 #[cfg(test)]
 pub(crate) mod conformance;
@@ -17,7 +18,7 @@ use uuid::Uuid;
 
 pub use cursor::Cursor;
 pub use dynamo::{DynamoStore, MigrationReport, TableDefinition, migrate_legacy_layout};
-pub use embedded::EmbeddedStore;
+pub use embedded::{EmbeddedStore, LocalTasks, PendingTask};
 
 use crate::domain::{DeliveryLog, DeliveryState, EventEnvelope, Webhook, WebhookId};
 use crate::events::EventType;
@@ -33,6 +34,10 @@ pub enum StoreError {
     BadCursor,
     #[error("storage backend failed: {0}")]
     Backend(String),
+    /// The store cannot write for now (disk full, database locked or busy, I/O error): the
+    /// caller may retry later, and nothing it was told was accepted is lost.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -82,14 +87,6 @@ impl DeliveryLog {
 pub enum Read {
     Latest,
     MaybeStale,
-}
-
-/// A delivery task waiting for its time, for the local (store-backed) queue.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PendingTask {
-    pub task_id: Uuid,
-    pub due_at: DateTime<Utc>,
-    pub body: String,
 }
 
 #[async_trait]
@@ -193,24 +190,6 @@ pub trait Store: Send + Sync {
         expected: Option<DateTime<Utc>>,
         tat: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
-
-    async fn put_task(&self, _task: &PendingTask) -> Result<(), StoreError> {
-        Err(StoreError::Backend("this store keeps no task queue".into()))
-    }
-
-    /// Tasks due at or before `now`, earliest first.
-    async fn due_tasks(&self, _now: DateTime<Utc>, _limit: usize) -> Result<Vec<PendingTask>, StoreError> {
-        Err(StoreError::Backend("this store keeps no task queue".into()))
-    }
-
-    /// Earliest due time of any pending task, to know how long to sleep.
-    async fn next_task_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        Err(StoreError::Backend("this store keeps no task queue".into()))
-    }
-
-    async fn delete_task(&self, _task_id: Uuid) -> Result<(), StoreError> {
-        Err(StoreError::Backend("this store keeps no task queue".into()))
-    }
 
     /// Forgets log entries past their `expires_at`. DynamoDB does this itself through TTL.
     async fn purge_expired(&self, _now: DateTime<Utc>) -> Result<usize, StoreError> {

@@ -45,7 +45,8 @@ const SENDER_ACCESS_KEY: &str = "costbenchsender";
 const POLLER_ACCESS_KEY: &str = "costbenchpoller";
 /// Short, so a message the sender reports failed comes back within the run.
 const VISIBILITY_TIMEOUT_SECS: i32 = 10;
-const SCENARIO_TIMEOUT: Duration = Duration::from_secs(600);
+/// A scenario that makes no progress for this long is reported as stuck.
+const STALL_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// List prices, us-east-1, on demand, as of 2026-12-01 (../shared/NOTES.md).
 mod price {
@@ -90,6 +91,7 @@ pub async fn run(options: Options) -> Result<(), String> {
     let memory_mb = sizing::function_property(&yaml, "sender", "MemorySize")?;
     // The invocation's deadline decides how much of a fan-out the sender delivers inline.
     let timeout = Duration::from_secs(sizing::function_property(&yaml, "sender", "Timeout")?);
+    let environment = sizing::function_environment(&yaml, "sender")?;
     if !options.sender.is_file() {
         return Err(format!("no sender binary at {} (cargo build -p sender)", options.sender.display()));
     }
@@ -102,6 +104,7 @@ pub async fn run(options: Options) -> Result<(), String> {
         proxy: Proxy::start(&options.moto, schema.clone()).await?,
         memory_mb,
         timeout,
+        environment,
         options,
     };
     println!(
@@ -114,6 +117,8 @@ pub async fn run(options: Options) -> Result<(), String> {
         schema.indexes.len(),
         bench.options.template.display()
     );
+    let shown: Vec<String> = bench.environment.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    println!("#   the sender's default environment from the template: {}", shown.join(" "));
     for index in &schema.indexes {
         println!(
             "#   index {}: {} / {} projecting {:?}",
@@ -147,6 +152,8 @@ struct Bench {
     proxy: Proxy,
     memory_mb: u64,
     timeout: Duration,
+    /// The deployed defaults (log level, retry schedule, ...), before this run's settings.
+    environment: Vec<(String, String)>,
     options: Options,
 }
 
@@ -245,7 +252,9 @@ impl Bench {
             _ => (o.events * ids.len()) as u64,
         };
 
-        let mut env = vec![
+        let mut env: Vec<(&str, String)> =
+            self.environment.iter().map(|(name, value)| (name.as_str(), value.clone())).collect();
+        env.extend([
             ("TABLE_NAME", table.clone()),
             ("EVENTS_QUEUE_URL", events_queue.clone()),
             ("DEAD_LETTER_QUEUE_URL", dead_letters.clone()),
@@ -257,8 +266,10 @@ impl Bench {
             ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
             ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", self.memory_mb.to_string()),
             ("ALLOWED_TARGET_CIDRS", "127.0.0.0/8".to_owned()),
+            // The receivers are plain-HTTP loopback servers.
+            ("HTTPS_ONLY", "false".to_owned()),
             ("INSTANCE_NAME", "costbench".to_owned()),
-        ];
+        ]);
         if scenario == Scenario::Retry {
             env.push(("RETRY_SCHEDULE", "1".to_owned()));
         }
@@ -273,11 +284,16 @@ impl Bench {
         let started = Instant::now();
         let mut poller = Poller::default();
         let mut invocations = Vec::new();
+        let mut progress = (0, Instant::now());
         loop {
-            if started.elapsed() > SCENARIO_TIMEOUT {
+            let attempts = self.receiver.attempts();
+            if attempts != progress.0 {
+                progress = (attempts, Instant::now());
+            } else if progress.1.elapsed() > STALL_TIMEOUT {
                 return Err(format!(
-                    "{title}: {} of {expected} deliveries succeeded within {SCENARIO_TIMEOUT:?}",
-                    self.receiver.succeeded()
+                    "{title}: stuck at {} of {expected} deliveries for {STALL_TIMEOUT:?}; the sender's log:\n{}",
+                    self.receiver.succeeded(),
+                    sender.logs().lines().rev().take(20).collect::<Vec<_>>().join("\n")
                 ));
             }
             let received = self

@@ -285,6 +285,46 @@ pub fn function_property(yaml: &str, binary: &str, property: &str) -> Result<u64
         .ok_or_else(|| format!("template: no {property} for the {binary} function"))
 }
 
+/// The environment a deployed function gets by default: `Globals.Function` and then the
+/// function's own variables, each a literal or a `!Ref` to a parameter with a default (others,
+/// such as references to resources, are left out).
+pub fn function_environment(yaml: &str, binary: &str) -> Result<Vec<(String, String)>, String> {
+    let template: Value = serde_norway::from_str::<serde_norway::Value>(yaml)
+        .map_err(|e| format!("template: {e}"))
+        .and_then(|v| yaml_to_json(&v))?;
+    let function = template["Resources"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(_, r)| r)
+        .find(|r| r["Metadata"]["BuildProperties"]["Binary"] == binary);
+    let resolve = |value: &Value| match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Object(o) => {
+            let default = &template["Parameters"][o.get("!Ref")?.as_str()?]["Default"];
+            match default {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let mut environment = Vec::new();
+    for variables in [
+        &template["Globals"]["Function"]["Environment"]["Variables"],
+        function.map_or(&Value::Null, |f| &f["Properties"]["Environment"]["Variables"]),
+    ] {
+        for (name, value) in variables.as_object().into_iter().flatten() {
+            if let Some(value) = resolve(value) {
+                environment.push((name.clone(), value));
+            }
+        }
+    }
+    Ok(environment)
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -382,5 +422,7 @@ mod tests {
         assert_eq!(schema.hash, "pk");
         assert!(function_property(template, "sender", "MemorySize").expect("memory") >= 128);
         assert!(function_property(template, "sender", "Timeout").expect("timeout") >= 1);
+        let environment = function_environment(template, "sender").expect("environment");
+        assert!(environment.iter().any(|(name, _)| name == "RUST_LOG"), "{environment:?}");
     }
 }

@@ -118,7 +118,11 @@ pub async fn run(options: Options) -> Result<(), String> {
         bench.options.template.display()
     );
     let shown: Vec<String> = bench.environment.iter().map(|(n, v)| format!("{n}={v}")).collect();
-    println!("#   the sender's default environment from the template: {}", shown.join(" "));
+    println!(
+        "#   the sender's default environment from the template: {}; set here: HTTPS_ONLY=false, \
+         ALLOWED_TARGET_CIDRS=127.0.0.0/8 (loopback receivers), RETRY_SCHEDULE=1 on the retry path",
+        shown.join(" ")
+    );
     for index in &schema.indexes {
         println!(
             "#   index {}: {} / {} projecting {:?}",
@@ -598,9 +602,12 @@ impl Report {
             .map(|d| (d.as_secs_f64() * 1000.0).ceil() / 1000.0 * memory_mb as f64 / 1024.0)
             .sum();
         let sqs_total = sender_sqs + p.billed_requests + self.producer_messages as f64;
+        let mut durations: Vec<f64> = self.invocations.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        durations.sort_by(f64::total_cmp);
+        let median_ms = durations.get(durations.len() / 2).copied().unwrap_or(0.0);
         println!(
             "\nDynamoDB: **{:.2} WRU and {:.2} RRU per delivery**; log output {:.0} bytes per delivery; \
-             Lambda {:.3} invocations and {:.5} GB-s per delivery (wall time x {memory_mb} MB, moto-bound); \
+             Lambda {:.3} invocations and {:.5} GB-s per delivery (wall time x {memory_mb} MB; median invocation {median_ms:.0} ms, moto-bound); \
              SQS billed requests per delivery: sender {:.3} ({sent_messages} messages sent), poller {:.3}, producer {:.3} \
              ({} empty receives not counted); moto recorded {} sender calls, the proxy priced {}",
             wru / n,
@@ -625,7 +632,7 @@ impl Report {
             ("CloudWatch Logs ingestion", per_million(self.log_bytes as f64 / (1u64 << 30) as f64 * price::LOGS_GB)),
         ];
         let total: f64 = rows.iter().map(|(_, dollars)| dollars).sum();
-        println!("\n| $ per million deliveries (us-east-1 list prices of {}) | $ | share |", price::DATE);
+        println!("\n| $ per million deliveries (us-east-1 list prices of {}) | $ | share / ratio |", price::DATE);
         println!("|---|---|---|");
         for (name, dollars) in rows {
             println!("| {name} | {dollars:.3} | {:.0} % |", dollars / total.max(f64::MIN_POSITIVE) * 100.0);

@@ -642,11 +642,11 @@ impl Report {
         let eventbridge = 1e6 / 10.0 * price::EVENTBRIDGE_EVENT + 1e6 * price::EVENTBRIDGE_API_DESTINATION;
         let sns = 1e6 / 10.0 * price::SNS_PUBLISH + 1e6 * price::SNS_HTTP_DELIVERY;
         println!(
-            "| EventBridge API destinations ($1.00/M events + $0.20/M invocations, 10 targets/event) | {eventbridge:.2} | {:.1}x |",
+            "| EventBridge API destinations ($1.00/M events + $0.20/M invocations, 10 targets per event, first attempts) | {eventbridge:.2} | this service: {:.1}x |",
             total / eventbridge
         );
         println!(
-            "| SNS HTTP(S) ($0.50/M publishes + $0.60/M deliveries, 10 subscriptions) | {sns:.2} | {:.1}x |",
+            "| SNS HTTP(S) ($0.50/M publishes + $0.60/M deliveries, 10 subscriptions, first attempts) | {sns:.2} | this service: {:.1}x |",
             total / sns
         );
     }

@@ -334,8 +334,19 @@ impl State {
                 if status != 200 {
                     eprintln!("aws-cost: the unfiltered copy of a {operation} failed ({status}): {read}");
                 }
-                let bytes: u64 =
-                    read["Items"].as_array().into_iter().flatten().filter_map(Value::as_object).map(item_size).sum();
+                // An index holds only what it projects, whatever moto hands back.
+                let index =
+                    request["IndexName"].as_str().and_then(|name| self.schema.indexes.iter().find(|i| i.name == name));
+                let bytes: u64 = read["Items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_object)
+                    .map(|item| match index {
+                        Some(index) => self.schema.projected(index, item).as_ref().map_or(0, item_size),
+                        None => item_size(item),
+                    })
+                    .sum();
                 read_units_for(bytes, consistent(request))
             }
             _ => 0.0,

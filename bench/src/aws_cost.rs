@@ -190,23 +190,20 @@ struct Report {
 impl Bench {
     async fn scenario(&self, scenario: Scenario) -> Result<Report, String> {
         let o = &self.options;
-        let (webhooks, title) = match scenario {
-            Scenario::Happy => (
-                o.subscribers,
-                format!(
-                    "happy path: {} events x {} subscribers, {} B task_created, every first attempt 200",
-                    o.events, o.subscribers, o.payload_bytes
-                ),
+        let envelope_bytes =
+            serde_json::to_string(&task_created(o.payload_bytes, &Config::default())).map_or(0, |s| s.len());
+        let title = match scenario {
+            Scenario::Happy => format!(
+                "happy path: {} events x {} subscribers, {envelope_bytes} B task_created envelopes, every first attempt 200",
+                o.events, o.subscribers
             ),
-            Scenario::Retry => (
-                o.subscribers,
-                format!(
-                    "retry path: {} events x {} subscribers, {} B task_created, each first attempt 500, then 200",
-                    o.events, o.subscribers, o.payload_bytes
-                ),
+            Scenario::Retry => format!(
+                "retry path: {} events x {} subscribers, {envelope_bytes} B task_created envelopes, each first attempt 500, then 200",
+                o.events, o.subscribers
             ),
-            Scenario::Ping => (o.subscribers, format!("pings: {} webhooks x {} pings", o.subscribers, o.pings)),
+            Scenario::Ping => format!("pings: {} webhooks x {} pings", o.subscribers, o.pings),
         };
+        let webhooks = o.subscribers;
         eprintln!("aws-cost: {title}");
         let id = uuid::Uuid::new_v4().simple().to_string();
         let table = format!("costbench-{id}");
@@ -558,7 +555,7 @@ impl Report {
             self.poller.failed_invocations
         );
         println!(
-            "\n| who | service | operation | calls / delivery | WRU / delivery | RRU / delivery | refused (cond. / txn) |"
+            "\n| who | service | operation | calls / delivery | WRU / delivery | RRU / delivery | refused (condition failed or transaction cancelled) |"
         );
         println!("|---|---|---|---|---|---|---|");
         let mut by_operation: BTreeMap<(String, String), (u64, f64, f64, u64)> = BTreeMap::new();

@@ -506,19 +506,18 @@ fn sqs_event(queue_url: &str, messages: &[aws_sdk_sqs::types::Message]) -> Value
                 .into_iter()
                 .flatten()
                 .map(|(name, value)| {
-                    (
-                        name.clone(),
-                        json!({
-                            "stringValue": value.string_value(),
-                            "binaryValue": value.binary_value().map(|b| {
-                                use base64::Engine;
-                                base64::engine::general_purpose::STANDARD.encode(b.as_ref())
-                            }),
-                            "stringListValues": [],
-                            "binaryListValues": [],
-                            "dataType": value.data_type(),
-                        }),
-                    )
+                    // As Lambda writes them: a value's absent half is left out, the lists empty.
+                    let mut attribute =
+                        json!({"stringListValues": [], "binaryListValues": [], "dataType": value.data_type()});
+                    if let Some(text) = value.string_value() {
+                        attribute["stringValue"] = json!(text);
+                    }
+                    if let Some(bytes) = value.binary_value() {
+                        use base64::Engine;
+                        attribute["binaryValue"] =
+                            json!(base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()));
+                    }
+                    (name.clone(), attribute)
                 })
                 .collect();
             let mut record = json!({

@@ -2,6 +2,7 @@
 //! `scripts/bench` to lay side by side. Each mode runs in its own process so its CPU time and
 //! peak RSS are its own.
 
+mod aws_cost;
 mod coldstart;
 mod fanout;
 mod process;
@@ -90,6 +91,30 @@ enum Mode {
         #[arg(long, default_value_t = 8)]
         publishers: usize,
     },
+    /// What a delivery costs in AWS: the real sender binary against moto (at AWS_ENDPOINT_URL),
+    /// its DynamoDB request units, SQS requests, log bytes and Lambda time per delivery.
+    AwsCost {
+        /// The compiled sender Lambda (target/{debug,release}/sender).
+        #[arg(long, default_value = "target/release/sender")]
+        sender: std::path::PathBuf,
+        #[arg(long, default_value = "infra/template.yaml")]
+        template: std::path::PathBuf,
+        #[arg(long, env = "AWS_ENDPOINT_URL")]
+        moto: String,
+        /// Which scenarios to run, in order (default: all three).
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [aws_cost::Scenario::Happy, aws_cost::Scenario::Retry, aws_cost::Scenario::Ping])]
+        scenarios: Vec<aws_cost::Scenario>,
+        #[arg(long, default_value_t = 100)]
+        events: usize,
+        #[arg(long, default_value_t = 10)]
+        subscribers: usize,
+        /// Pings per webhook in the ping scenario.
+        #[arg(long, default_value_t = 10)]
+        pings: usize,
+        /// The event envelope's size in JSON.
+        #[arg(long, default_value_t = 1024)]
+        payload_bytes: usize,
+    },
     /// Each Lambda binary's time from exec to its first Runtime API poll, and its size.
     Coldstart {
         #[arg(long)]
@@ -117,6 +142,19 @@ async fn main() {
         Mode::Fanout { store, total, subscribed, repeats } => fanout::run(&store, total, subscribed, repeats).await,
         Mode::Serve { bin, mode, events, subscribers, publishers } => {
             serve::run(&bin, mode == "backlog", events, subscribers, publishers).await
+        }
+        Mode::AwsCost { sender, template, moto, scenarios, events, subscribers, pings, payload_bytes } => {
+            aws_cost::run(aws_cost::Options {
+                sender,
+                template,
+                moto,
+                scenarios,
+                events,
+                subscribers,
+                pings,
+                payload_bytes,
+            })
+            .await
         }
         Mode::Coldstart { dir, runs, binaries } => coldstart::run(&dir, runs, &binaries).await,
     };

@@ -301,7 +301,16 @@ impl LambdaProcess {
     /// As [`start`](Self::start), but a process that exits during its cold start is an
     /// `Err` with its exit status, what it posted to `/runtime/init/error` and its output.
     pub async fn try_start(package: &str, env: &[(&str, String)]) -> Result<Self, ColdStartFailure> {
-        let binary = binaries_dir().join(package);
+        Self::try_start_at(binaries_dir().join(package), package, env).await
+    }
+
+    /// As [`try_start`](Self::try_start), for the binary at `binary` (a release build, say),
+    /// running as the function `package`.
+    pub async fn try_start_at(
+        binary: PathBuf,
+        package: &str,
+        env: &[(&str, String)],
+    ) -> Result<Self, ColdStartFailure> {
         let binary_size = match std::fs::metadata(&binary) {
             Ok(meta) if meta.is_file() => meta.len(),
             _ => panic!(

@@ -878,6 +878,43 @@ async fn a_webhook_disabled_for_410_raises_webhook_disabled_to_those_who_name_it
 }
 
 #[tokio::test]
+async fn a_long_rate_limit_wait_goes_through_the_queue_keeping_its_slot_and_starts_on_time() {
+    let receiver = Receiver::ok().await;
+    let sender = TestSender::new();
+    let limited = create(&sender, &receiver.url(), &["ping"], json!({"rate_limit_per_second": 1})).await;
+    let events: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+
+    let bodies: Vec<String> = events.iter().map(|id| ping_event(*id)).collect();
+    // Slots at 0.25, 1.25, 2.25, 3.25 and 4.25 s (reserved a little ahead): the first two are
+    // slept for in the process, the rest wait on the queue.
+    futures_util::future::join_all(bodies.iter().map(|body| sender.handle(body))).await;
+    let waiting: Vec<(Value, Duration)> = sender
+        .queue
+        .sent
+        .lock()
+        .expect("queue")
+        .iter()
+        .map(|(body, delay)| (serde_json::from_str(body).expect("json"), *delay))
+        .collect();
+    sender.pump_in_time().await;
+
+    let received = receiver.received();
+    assert_eq!(received.len(), 5);
+    assert!(webhooks_tests::most_within(&received, Duration::from_millis(950)) <= 1, "more than 1 within a second");
+    assert_eq!(waiting.len(), 3, "the slots over 2 s away wait on the queue: {waiting:?}");
+    for (task, delay) in &waiting {
+        assert!(task["rate_slot"].is_string(), "each keeps the slot it reserved: {task}");
+        assert!(*delay >= Duration::from_millis(500), "delayed until just before its slot, not {delay:?}");
+    }
+    let span = received.iter().map(|r| r.at).max().expect("last") - received.iter().map(|r| r.at).min().expect("first");
+    assert!(span >= Duration::from_millis(3900), "5 at 1/s span 4 s, not {span:?}");
+    for id in events {
+        let entry = sender.log(&limited, id).await;
+        assert_eq!((entry.state, entry.try_count), (DeliveryState::Succeeded, 1), "waiting is not an attempt");
+    }
+}
+
+#[tokio::test]
 async fn a_rate_limited_webhook_gets_at_most_its_limit_per_second_and_every_delivery_in_the_end() {
     let receiver = Receiver::ok().await;
     let sender = TestSender::new();
@@ -887,7 +924,7 @@ async fn a_rate_limited_webhook_gets_at_most_its_limit_per_second_and_every_deli
     let bodies: Vec<String> = events.iter().map(|id| ping_event(*id)).collect();
     let started = std::time::Instant::now();
     futures_util::future::join_all(bodies.iter().map(|body| sender.handle(body))).await;
-    sender.pump().await;
+    sender.pump_in_time().await;
     let took = started.elapsed();
 
     let received = receiver.received();

@@ -1,8 +1,9 @@
 //! Driving the sender without waiting: a queue that records what is sent (delays included),
-//! and a pump that feeds those messages back to the sender at once.
+//! and a pump that feeds those messages back to the sender at once (or, for tests of timing,
+//! once their delays have passed).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use webhooks::delivery::{CidrList, MessageOutcome, Sender};
@@ -15,19 +16,30 @@ use webhooks::{App, Config};
 #[derive(Clone, Default)]
 pub struct RecordingQueue {
     pub sent: Arc<Mutex<Vec<(String, Duration)>>>,
+    sent_at: Arc<Mutex<Vec<Instant>>>,
 }
 
 #[async_trait]
 impl Queue for RecordingQueue {
     async fn send(&self, message: &QueueMessage, delay: Duration) -> Result<(), QueueError> {
-        self.sent.lock().expect("queue").push((message.to_body()?, delay));
+        let body = message.to_body()?;
+        let mut sent = self.sent.lock().expect("queue");
+        sent.push((body, delay));
+        self.sent_at.lock().expect("queue").push(Instant::now());
         Ok(())
     }
 }
 
 impl RecordingQueue {
     pub fn take(&self) -> Vec<(String, Duration)> {
-        std::mem::take(&mut *self.sent.lock().expect("queue"))
+        self.take_due().into_iter().map(|(body, delay, _)| (body, delay)).collect()
+    }
+
+    /// Every message with its delay and when it becomes visible.
+    pub fn take_due(&self) -> Vec<(String, Duration, Instant)> {
+        let mut sent = self.sent.lock().expect("queue");
+        let at = std::mem::take(&mut *self.sent_at.lock().expect("queue"));
+        std::mem::take(&mut *sent).into_iter().zip(at).map(|((body, delay), at)| (body, delay, at + delay)).collect()
     }
 }
 
@@ -95,6 +107,23 @@ impl TestSender {
         for _ in 0..50 {
             if self.pump_once().await == 0 {
                 return;
+            }
+        }
+        panic!("the queue never drained");
+    }
+
+    /// Pumps as a queue would, each message once its delay has passed, until the queue stays
+    /// empty (bounded).
+    pub async fn pump_in_time(&self) {
+        for _ in 0..200 {
+            let mut messages = self.queue.take_due();
+            if messages.is_empty() {
+                return;
+            }
+            messages.sort_by_key(|(_, _, due)| *due);
+            for (body, _, due) in &messages {
+                tokio::time::sleep_until((*due).into()).await;
+                self.handle(body).await;
             }
         }
         panic!("the queue never drained");

@@ -23,8 +23,7 @@ use super::health::{self, HealthLedger, HealthNote, HealthStep, RunVerdict};
 use super::{AddressPolicy, AttemptOutcome, CidrList, DeliveryClient, DeliveryClientError, RetryPolicy};
 use crate::config::Config;
 use crate::domain::{
-    Admission, Attempt, Decision, DeliveryLog, EventEnvelope, Gcra, Outcome, Recorded, Trigger, Webhook, WebhookId,
-    WebhookState, wait_for,
+    Attempt, Decision, DeliveryLog, EventEnvelope, Gcra, Outcome, Recorded, Trigger, Webhook, WebhookState, wait_for,
 };
 use crate::events::operational::{self, DisabledReason};
 use crate::events::{Incoming, parse_queue_body};
@@ -44,8 +43,15 @@ const DISABLE_ATTEMPTS: usize = 3;
 /// Longest a delivery waits in the process for its webhook's rate limit; a longer wait goes
 /// through the queue, so a backlog for a slow webhook holds no concurrency slot.
 const RATE_WAIT_INLINE: Duration = Duration::from_secs(2);
-/// How often taking a rate slot retries when another sender moved the limit's time first.
-const RATE_SWAP_ATTEMPTS: usize = 8;
+/// How far ahead a slot is reserved: past the reservation's own round trip to the store, so
+/// the attempt starts at its slot rather than that much after it, crowding the next one.
+const RATE_LEAD: chrono::Duration = chrono::Duration::milliseconds(250);
+/// How early a delivery waiting on the queue for its slot comes back (SQS rounds a delay up
+/// to whole seconds), to sleep the rest in the process and start on time.
+const RATE_EARLY: Duration = Duration::from_millis(1500);
+/// A delivery back from the queue later than this past its slot takes a new one: starting
+/// late could crowd the next slot's start into the same second.
+const RATE_LATE_TOLERANCE: chrono::Duration = chrono::Duration::milliseconds(10);
 
 /// A failure that says nothing about the message itself (store or queue unavailable): the
 /// message must be processed again later.
@@ -301,7 +307,7 @@ impl Sender {
             enabled
                 .iter()
                 .zip(priors)
-                .map(|(webhook, prior)| self.deliver(webhook, envelope, Trigger::Fanout, prior, ledger)),
+                .map(|(webhook, prior)| self.deliver(webhook, envelope, Trigger::Fanout, prior, None, ledger)),
         )
         .await;
         let mut tally = Tally::default();
@@ -358,7 +364,7 @@ impl Sender {
                 }
             }
         };
-        tally.count(self.deliver(&webhook, &task.envelope, task.trigger, prior, ledger).await?);
+        tally.count(self.deliver(&webhook, &task.envelope, task.trigger, prior, task.rate_slot, ledger).await?);
         Ok(tally)
     }
 
@@ -383,6 +389,7 @@ impl Sender {
         envelope: &EventEnvelope,
         trigger: Trigger,
         prior: Prior,
+        rate_slot: Option<DateTime<Utc>>,
         ledger: &HealthLedger,
     ) -> Result<Step, Transient> {
         // Only an attempt waits for the rate limit: a delivery with nothing to do goes by.
@@ -390,7 +397,7 @@ impl Sender {
             Prior::Unread | Prior::Absent => true,
             Prior::Found(entry, _) => entry.decide(trigger, Utc::now()) == Decision::Attempt,
         };
-        if attempts && !self.wait_for_rate_limit(webhook, envelope, trigger).await? {
+        if attempts && !self.wait_for_rate_limit(webhook, envelope, trigger, rate_slot).await? {
             return Ok(Step::Skipped);
         }
         let permit = self.in_flight.acquire().await;
@@ -460,47 +467,33 @@ impl Sender {
         }
     }
 
-    /// Waits until the webhook's rate limit lets an attempt start (SPEC §9.3), in the process
-    /// for a short wait; a longer one hands the delivery to the queue, delayed until then, and
-    /// answers `false`. Neither is an attempt, nor a failure. Webhooks without a limit pay
-    /// nothing.
+    /// Waits until the webhook's rate limit lets an attempt start (SPEC §9.3). The delivery
+    /// reserves a slot of its own (or keeps the one it reserved before it went to the queue);
+    /// a slot within a short wait is slept for in the process, a later one hands the delivery
+    /// to the queue, delayed until just before its slot, and answers `false`. Waiting is
+    /// neither an attempt nor a failure. Webhooks without a limit pay nothing.
     async fn wait_for_rate_limit(
         &self,
         webhook: &Webhook,
         envelope: &EventEnvelope,
         trigger: Trigger,
+        reserved: Option<DateTime<Utc>>,
     ) -> Result<bool, Transient> {
         let Some(limit) = rate_limit_of(webhook) else { return Ok(true) };
-        loop {
-            let Some(until) = self.take_rate_slot(webhook.webhook_id, limit).await? else { return Ok(true) };
-            let wait = wait_for(until, Utc::now());
-            if wait <= RATE_WAIT_INLINE {
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            let task = DeliverTask::new(webhook.webhook_id, trigger, envelope.clone());
-            self.queue.send(&QueueMessage::Task(QueueTask::Deliver(task)), wait.min(MAX_QUEUE_DELAY)).await?;
-            tracing::debug!(wait_ms = wait.as_millis() as u64, "rate limited; the delivery waits on the queue");
-            return Ok(false);
+        let slot = match reserved {
+            Some(slot) if Utc::now() - slot <= RATE_LATE_TOLERANCE => slot,
+            _ => self.store.reserve_rate_slot(webhook.webhook_id, limit, Utc::now() + RATE_LEAD).await?,
+        };
+        let wait = wait_for(slot, Utc::now());
+        if wait <= RATE_WAIT_INLINE {
+            tokio::time::sleep(wait).await;
+            return Ok(true);
         }
-    }
-
-    /// Takes a slot under the limit, or says when the next one opens. The limit's time is
-    /// shared by every sender through the store, each move conditional on the value read.
-    async fn take_rate_slot(&self, id: WebhookId, limit: Gcra) -> Result<Option<DateTime<Utc>>, StoreError> {
-        for _ in 0..RATE_SWAP_ATTEMPTS {
-            let tat = self.store.rate_tat(id).await?;
-            match limit.admit(tat, Utc::now()) {
-                Admission::Go { tat: next } => {
-                    if self.store.swap_rate_tat(id, tat, next).await? {
-                        return Ok(None);
-                    }
-                }
-                Admission::Wait { until } => return Ok(Some(until)),
-            }
-        }
-        // Other senders keep winning the slot: look again in a moment.
-        Ok(Some(Utc::now() + chrono::Duration::milliseconds(20)))
+        let task = DeliverTask::waiting_for(webhook.webhook_id, trigger, envelope.clone(), slot);
+        let delay = wait.saturating_sub(RATE_EARLY).min(MAX_QUEUE_DELAY);
+        self.queue.send(&QueueMessage::Task(QueueTask::Deliver(task)), delay).await?;
+        tracing::debug!(wait_ms = wait.as_millis() as u64, "rate limited; the delivery waits on the queue");
+        Ok(false)
     }
 
     async fn queue_retry(&self, entry: &DeliveryLog, attempt: u32, wait: chrono::Duration) -> Result<(), QueueError> {

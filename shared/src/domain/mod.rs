@@ -13,7 +13,7 @@ pub use delivery::{
 };
 pub use options::{CustomHeaders, MAX_HEADERS, RateLimit};
 pub use pattern::EventPattern;
-pub use rate::{Admission, Gcra, wait_for};
+pub use rate::{Gcra, Reservation, wait_for};
 pub use retry::RetryPolicy;
 pub use webhook::{
     MessageFormat, NewWebhook, RotatedSecret, SecretToken, Webhook, WebhookId, WebhookName, WebhookState, WebhookUrl,

@@ -1,3 +1,4 @@
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{EventEnvelope, Trigger, WebhookId};
@@ -21,11 +22,19 @@ pub struct DeliverTask {
     pub webhook_id: WebhookId,
     pub trigger: Trigger,
     pub envelope: EventEnvelope,
+    /// The start a rate-limited delivery reserved under its webhook's limit before it was
+    /// handed to the queue to wait: it goes then, without taking another slot.
+    pub rate_slot: Option<DateTime<Utc>>,
 }
 
 impl DeliverTask {
     pub fn new(webhook_id: WebhookId, trigger: Trigger, envelope: EventEnvelope) -> Self {
-        Self { webhook_id, trigger, envelope }
+        Self { webhook_id, trigger, envelope, rate_slot: None }
+    }
+
+    /// The same delivery, waiting on the queue for the slot it reserved.
+    pub fn waiting_for(webhook_id: WebhookId, trigger: Trigger, envelope: EventEnvelope, slot: DateTime<Utc>) -> Self {
+        Self { rate_slot: Some(slot), ..Self::new(webhook_id, trigger, envelope) }
     }
 
     pub fn ping(webhook_id: WebhookId, envelope: EventEnvelope) -> Self {
@@ -70,6 +79,8 @@ struct WireTask {
     attempt: Option<u32>,
     #[serde(default, skip_serializing)]
     after_try_count: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rate_slot: Option<DateTime<Utc>>,
     envelope: EventEnvelope,
 }
 
@@ -91,7 +102,7 @@ impl TryFrom<WireTask> for DeliverTask {
             (1, _, None) => return Err("a version 1 task needs a reason".into()),
             (other, ..) => return Err(format!("unsupported task version {other}")),
         };
-        Ok(Self { webhook_id: wire.webhook_id, trigger, envelope: wire.envelope })
+        Ok(Self { webhook_id: wire.webhook_id, trigger, envelope: wire.envelope, rate_slot: wire.rate_slot })
     }
 }
 
@@ -104,6 +115,7 @@ impl From<DeliverTask> for WireTask {
             reason: None,
             attempt: None,
             after_try_count: None,
+            rate_slot: task.rate_slot,
             envelope: task.envelope,
         }
     }
@@ -141,6 +153,20 @@ mod tests {
         let mut future = json;
         future["v"] = 3.into();
         assert!(serde_json::from_value::<QueueTask>(future).is_err());
+    }
+
+    #[test]
+    fn a_delivery_waiting_for_its_rate_slot_carries_the_slot_and_parses_back() {
+        let slot = chrono::DateTime::UNIX_EPOCH + chrono::Duration::milliseconds(1_800_000_000_250);
+        let task = QueueTask::Deliver(DeliverTask::waiting_for(WebhookId::new(), Trigger::Fanout, envelope(), slot));
+
+        let json = serde_json::to_value(&task).unwrap();
+        let plain =
+            serde_json::to_value(QueueTask::Deliver(DeliverTask::fanout(WebhookId::new(), envelope()))).unwrap();
+
+        assert_eq!(json["rate_slot"], "2027-01-15T08:00:00.250Z");
+        assert!(plain.get("rate_slot").is_none(), "only a waiting delivery names a slot");
+        assert_eq!(serde_json::from_value::<QueueTask>(json).unwrap(), task);
     }
 
     #[test]

@@ -6,12 +6,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
+use futures_util::future::join_all;
 use serde_json::json;
 use uuid::Uuid;
 
 use super::{Cursor, PageRequest, Read, Store, StoreError};
 use crate::domain::{
-    Attempt, CustomHeaders, DeliveryLog, DeliveryState, EventEnvelope, EventPattern, NewWebhook, RateLimit,
+    Attempt, CustomHeaders, DeliveryLog, DeliveryState, EventEnvelope, EventPattern, Gcra, NewWebhook, RateLimit,
     SecretToken, Webhook, WebhookId, WebhookName, WebhookUrl,
 };
 use crate::events::EventType;
@@ -67,28 +68,31 @@ where
     entries_load_by_their_key_one_at_a_time_and_together(fresh().await.as_ref()).await;
     a_run_of_failures_keeps_its_start_until_restarted_or_cleared(fresh().await.as_ref()).await;
     succeeded_since_sees_only_successes_from_that_time(fresh().await.as_ref()).await;
-    a_rate_limit_time_moves_only_from_the_value_read(fresh().await.as_ref()).await;
+    rate_slots_are_reserved_one_interval_apart_and_start_again_after_a_quiet_spell(fresh().await.as_ref()).await;
     headers_and_a_rate_limit_read_back_and_an_update_replaces_or_removes_them(fresh().await.as_ref()).await;
     a_wildcard_subscription_is_stored_under_its_own_key(fresh().await.as_ref()).await;
 }
 
-async fn a_rate_limit_time_moves_only_from_the_value_read(store: &dyn Store) {
+async fn rate_slots_are_reserved_one_interval_apart_and_start_again_after_a_quiet_spell(store: &dyn Store) {
     let id = WebhookId::new();
-    let first = Utc::now();
-    let second = first + Duration::milliseconds(200);
+    let limit = Gcra::of(4);
+    let now = Utc::now();
 
-    let initially = store.rate_tat(id).await.expect("read");
-    let created = store.swap_rate_tat(id, None, first).await.expect("create");
-    let created_twice = store.swap_rate_tat(id, None, second).await.expect("create again");
-    let stale = store.swap_rate_tat(id, Some(second), second).await.expect("stale swap");
-    let moved = store.swap_rate_tat(id, Some(first), second).await.expect("swap");
+    let mut booked = Vec::new();
+    for _ in 0..3 {
+        booked.push(store.reserve_rate_slot(id, limit, now).await.expect("reserve"));
+    }
+    let together = join_all((0..6).map(|_| store.reserve_rate_slot(id, limit, now))).await;
+    let after_quiet = store.reserve_rate_slot(id, limit, now + Duration::seconds(10)).await.expect("reserve");
+    let other = store.reserve_rate_slot(WebhookId::new(), limit, now).await.expect("reserve");
 
-    assert_eq!(initially, None);
-    assert!(created);
-    assert!(!created_twice, "another sender created it first");
-    assert!(!stale);
-    assert!(moved);
-    assert_eq!(store.rate_tat(id).await.expect("read"), Some(second));
+    assert_eq!(booked, [now, now + Duration::milliseconds(250), now + Duration::milliseconds(500)]);
+    let mut together: Vec<_> = together.into_iter().map(|slot| slot.expect("reserve")).collect();
+    together.sort();
+    let expected: Vec<_> = (3..9).map(|k| now + Duration::milliseconds(250 * k)).collect();
+    assert_eq!(together, expected, "concurrent reservations each get a slot of their own");
+    assert_eq!(after_quiet, now + Duration::seconds(10), "a slot in the past is owed to no one");
+    assert_eq!(other, now, "each webhook has its own limit");
 }
 
 async fn entries_load_by_their_key_one_at_a_time_and_together(store: &dyn Store) {

@@ -59,7 +59,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{Cursor, DeliveryKey, Page, PageRequest, Read, Store, StoreError};
-use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, EventPattern, Webhook, WebhookId};
+use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, EventPattern, Gcra, Webhook, WebhookId};
 use crate::events::EventType;
 
 #[cfg(test)]
@@ -87,6 +87,9 @@ const FILTERED_READ_BATCH: usize = if cfg!(test) { 1 } else { 100 };
 const MAX_UNPROCESSED_RETRIES: u32 = 8;
 /// Writes that read, then write conditionally, start over this many times under contention.
 const MAX_CONTENDED_ATTEMPTS: u32 = 5;
+/// Rounds of a rate slot reservation's two conditional updates; each round fails only when
+/// the limit's time crosses `now` between them.
+const RATE_RESERVE_ATTEMPTS: u32 = 4;
 /// A new table with an index can take minutes to become ACTIVE in AWS.
 const TABLE_READY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
@@ -720,6 +723,40 @@ impl DynamoStore {
         }
     }
 
+    /// An UpdateItem of a webhook's rate limit time under `condition`: the new time, or `None`
+    /// when the condition did not hold. The item is forgotten a day after its last use.
+    async fn update_rate_time(
+        &self,
+        id: WebhookId,
+        update: &str,
+        condition: &str,
+        values: [(&str, AttributeValue); 3],
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let written = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(encode(&Key::rate(id))?))
+            .update_expression(update)
+            .condition_expression(condition)
+            .expression_attribute_names("#expires_at", TableDefinition::TTL_ATTRIBUTE)
+            .set_expression_attribute_values(Some(values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match written {
+            Ok(output) => match output.attributes.as_ref().and_then(|a| a.get("tat")) {
+                Some(AttributeValue::N(ns)) => match ns.parse::<i64>() {
+                    Ok(ns) => Ok(Some(DateTime::from_timestamp_nanos(ns))),
+                    Err(_) => Err(StoreError::Backend("the rate limit's time is not a number".into())),
+                },
+                _ => Err(StoreError::Backend("the rate limit update returned no time".into())),
+            },
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(None),
+            Err(err) => Err(backend(err)),
+        }
+    }
+
     /// One page of a query. The returned key is where DynamoDB would resume, `None` at the end.
     async fn query_page(
         &self,
@@ -1226,30 +1263,50 @@ impl Store for DynamoStore {
         Ok(())
     }
 
-    async fn rate_tat(&self, id: WebhookId) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let item = self.get_item(&Key::rate(id), Read::Latest).await?;
-        Ok(match item.as_ref().and_then(|item| item.get("tat")) {
-            Some(AttributeValue::N(ns)) => ns.parse::<i64>().ok().map(DateTime::from_timestamp_nanos),
-            _ => None,
-        })
-    }
-
-    async fn swap_rate_tat(
+    async fn reserve_rate_slot(
         &self,
         id: WebhookId,
-        expected: Option<DateTime<Utc>>,
-        tat: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+        limit: Gcra,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError> {
         let nanos = |at: DateTime<Utc>| number(at.timestamp_nanos_opt().unwrap_or(i64::MAX));
-        let mut item = encode(&Key::rate(id))?;
-        item.insert("tat".to_owned(), nanos(tat));
-        // Forgotten a day after the webhook last sent: an idle limit needs no state.
-        item.insert(TableDefinition::TTL_ATTRIBUTE.to_owned(), number((tat + chrono::Duration::days(1)).timestamp()));
-        let condition = match expected {
-            None => Condition::absent(),
-            Some(old) => Condition::equals("tat", nanos(old)),
-        };
-        self.put_item(item, condition).await
+        let interval = limit.interval();
+        // `limit.reserve` as conditional updates, no read: while slots are booked ahead (the
+        // time is at or past now) the time moves on by one interval; otherwise it starts again
+        // from now. Only a change between those two cases can make both conditions fail.
+        for _ in 0..RATE_RESERVE_ATTEMPTS {
+            let booked = self
+                .update_rate_time(
+                    id,
+                    "SET tat = tat + :interval, #expires_at = :expires",
+                    "tat >= :now",
+                    [
+                        (":interval", number(interval.num_nanoseconds().unwrap_or(i64::MAX))),
+                        (":now", nanos(now)),
+                        (":expires", number((now + chrono::Duration::days(1)).timestamp())),
+                    ],
+                )
+                .await?;
+            if let Some(tat) = booked {
+                return Ok(tat - interval);
+            }
+            let fresh = self
+                .update_rate_time(
+                    id,
+                    "SET tat = :tat, #expires_at = :expires",
+                    "attribute_not_exists(tat) OR tat < :now",
+                    [
+                        (":tat", nanos(now + interval)),
+                        (":now", nanos(now)),
+                        (":expires", number((now + chrono::Duration::days(1)).timestamp())),
+                    ],
+                )
+                .await?;
+            if fresh.is_some() {
+                return Ok(now);
+            }
+        }
+        Err(StoreError::Backend("the rate limit's time kept changing under its reservation".into()))
     }
 
     async fn succeeded_since(&self, id: WebhookId, since: DateTime<Utc>) -> Result<bool, StoreError> {

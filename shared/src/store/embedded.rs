@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{Cursor, Page, PageRequest, Store, StoreError};
-use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, EventPattern, Webhook, WebhookId};
+use crate::domain::{Attempt, DeliveryLog, DeliveryState, EventEnvelope, EventPattern, Gcra, Webhook, WebhookId};
 use crate::events::EventType;
 
 /// The first release's schema; [`migrate`] brings it up to date.
@@ -846,45 +846,28 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn rate_tat(&self, id: WebhookId) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let tat: Option<i64> = self
+    async fn reserve_rate_slot(
+        &self,
+        id: WebhookId,
+        limit: Gcra,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let interval = limit.interval().num_nanoseconds().unwrap_or(i64::MAX);
+        let now_ns = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        // `limit.reserve` in one statement: the new time is max(stored, now) + interval.
+        let tat: i64 = self
             .run(move |connection| {
                 connection
-                    .prepare_cached("SELECT tat_ns FROM rate_limits WHERE webhook_id = ?1")
+                    .prepare_cached(
+                        "INSERT INTO rate_limits (webhook_id, tat_ns) VALUES (?1, ?2 + ?3)
+                         ON CONFLICT (webhook_id) DO UPDATE SET tat_ns = max(tat_ns, ?2) + ?3 RETURNING tat_ns",
+                    )
                     .map_err(db)?
-                    .query_row(params![id.to_string()], |row| row.get(0))
-                    .optional()
+                    .query_row(params![id.to_string(), now_ns, interval], |row| row.get(0))
                     .map_err(db)
             })
             .await?;
-        Ok(tat.map(DateTime::from_timestamp_nanos))
-    }
-
-    async fn swap_rate_tat(
-        &self,
-        id: WebhookId,
-        expected: Option<DateTime<Utc>>,
-        tat: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let new = tat.timestamp_nanos_opt().unwrap_or(i64::MAX);
-        let old = expected.map(|at| at.timestamp_nanos_opt().unwrap_or(i64::MAX));
-        self.run(move |connection| {
-            let id = id.to_string();
-            let changed = match old {
-                None => connection
-                    .prepare_cached("INSERT OR IGNORE INTO rate_limits (webhook_id, tat_ns) VALUES (?1, ?2)")
-                    .map_err(db)?
-                    .execute(params![id, new])
-                    .map_err(db)?,
-                Some(old) => connection
-                    .prepare_cached("UPDATE rate_limits SET tat_ns = ?2 WHERE webhook_id = ?1 AND tat_ns = ?3")
-                    .map_err(db)?
-                    .execute(params![id, new, old])
-                    .map_err(db)?,
-            };
-            Ok(changed == 1)
-        })
-        .await
+        Ok(DateTime::from_timestamp_nanos(tat) - limit.interval())
     }
 
     async fn succeeded_since(&self, id: WebhookId, since: DateTime<Utc>) -> Result<bool, StoreError> {

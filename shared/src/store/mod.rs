@@ -20,7 +20,7 @@ pub use cursor::Cursor;
 pub use dynamo::{DynamoStore, MigrationReport, TableDefinition, migrate_legacy_layout};
 pub use embedded::{EmbeddedStore, LocalTasks, PendingTask};
 
-use crate::domain::{DeliveryLog, DeliveryState, EventEnvelope, Webhook, WebhookId};
+use crate::domain::{DeliveryLog, DeliveryState, EventEnvelope, Gcra, Webhook, WebhookId};
 use crate::events::EventType;
 
 #[derive(Debug, thiserror::Error)]
@@ -179,17 +179,16 @@ pub trait Store: Send + Sync {
     /// nothing beyond their log entry, so this is how a run of failures learns it ended.
     async fn succeeded_since(&self, id: WebhookId, since: DateTime<Utc>) -> Result<bool, StoreError>;
 
-    /// A rate-limited webhook's theoretical arrival time (see `domain::Gcra`), read fresh.
-    async fn rate_tat(&self, id: WebhookId) -> Result<Option<DateTime<Utc>>, StoreError>;
-
-    /// Sets the theoretical arrival time to `tat` if it is still `expected`; `false` when
-    /// another sender moved it first. Every sender shares it, so the limit holds across them.
-    async fn swap_rate_tat(
+    /// Reserves the next slot under a webhook's rate limit at `now` and returns when it starts
+    /// (`limit.reserve` applied to the stored theoretical arrival time, in one atomic write).
+    /// Every sender shares that time, so the limit holds across them, and concurrent
+    /// reservations each get a slot of their own without reading first.
+    async fn reserve_rate_slot(
         &self,
         id: WebhookId,
-        expected: Option<DateTime<Utc>>,
-        tat: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
+        limit: Gcra,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError>;
 
     /// Forgets log entries past their `expires_at`. DynamoDB does this itself through TTL.
     async fn purge_expired(&self, _now: DateTime<Utc>) -> Result<usize, StoreError> {

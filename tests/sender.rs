@@ -936,3 +936,25 @@ async fn a_rate_limited_webhook_gets_at_most_its_limit_per_second_and_every_deli
         assert_eq!((entry.state, entry.try_count), (DeliveryState::Succeeded, 1), "waiting is not an attempt");
     }
 }
+
+#[tokio::test]
+async fn a_receiver_that_echoes_a_custom_header_value_never_gets_it_into_the_log() {
+    const KEY: &str = "Bearer receiver-api-key-5521";
+    let echo = Receiver::start(vec![
+        webhooks_tests::Reply::status(401)
+            .with_header("x-seen-authorization", KEY)
+            .with_body(format!("{{\"error\":\"bad key {KEY}\"}}")),
+    ])
+    .await;
+    let sender = TestSender::new();
+    let hook = create(&sender, &echo.url(), &["ping"], json!({"headers": {"Authorization": KEY}})).await;
+    let event_id = Uuid::new_v4();
+
+    sender.handle(&ping_event(event_id)).await;
+
+    assert_eq!(echo.received()[0].header("authorization"), Some(KEY), "the receiver got the value");
+    let entry = sender.log(&hook, event_id).await;
+    let head = entry.attempts[0].response_head.clone().expect("a response head");
+    assert!(!head.contains("receiver-api-key"), "{head}");
+    assert_eq!(head, "{\"error\":\"bad key [REDACTED]\"}");
+}

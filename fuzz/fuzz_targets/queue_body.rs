@@ -7,7 +7,8 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use webhooks::Config;
-use webhooks::events::{IngestDefaults, parse_queue_body};
+use webhooks::events::IngestDefaults;
+use webhooks::queue::parse_queue_body;
 
 static DEFAULTS: LazyLock<IngestDefaults> = LazyLock::new(|| {
     Config::from_lookup(|_| None).map(|config| config.ingest_defaults()).unwrap_or_else(|_| std::process::abort())

@@ -10,7 +10,7 @@ use crate::App;
 pub use crate::domain::NewWebhook;
 use crate::domain::{
     CustomHeaders, DeliveryLog, DeliveryState, EventEnvelope, EventPattern, MessageFormat, RateLimit, RotatedSecret,
-    SecretToken, Webhook, WebhookId, WebhookName, WebhookState, WebhookUrl, dedup_event_types,
+    SecretToken, Webhook, WebhookId, WebhookName, WebhookUrl, dedup_event_types,
 };
 use crate::events::EventType;
 use crate::queue::{DeliverTask, QueueError, QueueMessage, QueueTask};
@@ -246,11 +246,9 @@ fn apply_patch(mut webhook: Webhook, patch: &WebhookPatch, now: DateTime<Utc>, g
         }
     }
     if patch.enable {
-        webhook.state = WebhookState::Enabled;
-        webhook.disabled_reason = None;
-        webhook.failing_since = None;
+        webhook.enable(now);
+    } else {
+        webhook.changed(now);
     }
-    webhook.updated_at = now;
-    webhook.version += 1;
     webhook
 }

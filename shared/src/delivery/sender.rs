@@ -26,8 +26,9 @@ use crate::domain::{
     Attempt, Decision, DeliveryLog, EventEnvelope, Gcra, Outcome, Recorded, Trigger, Webhook, WebhookState, wait_for,
 };
 use crate::events::operational::{self, DisabledReason};
-use crate::events::{Incoming, parse_queue_body};
-use crate::queue::{DeadLetters, DeliverTask, MAX_QUEUE_DELAY, Queue, QueueError, QueueMessage, QueueTask};
+use crate::queue::{
+    DeadLetters, DeliverTask, MAX_QUEUE_DELAY, Queue, QueueError, QueueMessage, QueueTask, parse_queue_body,
+};
 use crate::store::{DeliveryKey, Read, Store, StoreError};
 
 /// Extra time a claim holds beyond the attempt's own timeout, for the writes around it.
@@ -248,12 +249,12 @@ impl Sender {
             Err(reason) => return MessageOutcome::Invalid(truncate(reason.0, MAX_REASON_CHARS)),
         };
         let result = match incoming {
-            Incoming::Event(envelope) => {
+            QueueMessage::Event(envelope) => {
                 let span =
                     tracing::info_span!("fan_out", event_id = %envelope.event_id, event_type = %envelope.event_type);
                 self.fan_out(&envelope, inline_limit, message.first_time(), ledger).instrument(span).await
             }
-            Incoming::Task(QueueTask::Deliver(task)) => {
+            QueueMessage::Task(QueueTask::Deliver(task)) => {
                 let span = tracing::info_span!("deliver_task", webhook_id = %task.webhook_id, event_id = %task.envelope.event_id);
                 self.deliver_task(task, message.first_time(), ledger).instrument(span).await
             }
@@ -530,7 +531,10 @@ impl Sender {
                 status_code: outcome.status,
                 error: outcome.error.as_ref().map(ToString::to_string),
                 duration_ms: outcome.duration.as_millis() as u64,
-                response_head: outcome.response_head.clone(),
+                response_head: match (&outcome.response_head, &webhook.headers) {
+                    (Some(head), Some(headers)) => Some(headers.redact(head)),
+                    (head, _) => head.clone(),
+                },
             },
             succeeded: outcome.succeeded(),
             retry_after: outcome.retry_after.filter(|_| asks_to_wait),
@@ -688,10 +692,7 @@ impl Sender {
             if webhook.state == WebhookState::Disabled {
                 return Ok(());
             }
-            webhook.state = WebhookState::Disabled;
-            webhook.disabled_reason = Some(reason.clone());
-            webhook.updated_at = now;
-            webhook.version += 1;
+            webhook.disable(reason.clone(), now);
             match self.store.update_webhook(&webhook).await {
                 Ok(()) => {
                     tracing::warn!(webhook_id = %id, %reason, "webhook disabled");

@@ -61,6 +61,16 @@ impl CustomHeaders {
     pub fn expose(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|h| (h.name.as_str(), h.value.as_str()))
     }
+
+    /// `text` (a receiver's response head) with every header value in it replaced by
+    /// `[REDACTED]`: a receiver that echoes its request would otherwise put a value into the
+    /// log, and so into API responses.
+    pub fn redact(&self, text: &str) -> String {
+        let mut values: Vec<&str> = self.0.iter().map(|h| h.value.as_str()).filter(|v| !v.is_empty()).collect();
+        // Longest first, so a value that contains another is replaced whole.
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        values.iter().fold(text.to_owned(), |text, value| text.replace(value, "[REDACTED]"))
+    }
 }
 
 impl fmt::Debug for CustomHeaders {
@@ -138,6 +148,15 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_response_head_that_echoes_a_header_value_is_redacted() {
+        let headers = CustomHeaders::parse([("Authorization", "Bearer abc123"), ("X-Tenant", "abc")]).unwrap().unwrap();
+
+        let head = headers.redact("HTTP/1.1 400\r\nx-echo: Bearer abc123\r\n\r\n{\"tenant\":\"abc\"}");
+
+        assert_eq!(head, "HTTP/1.1 400\r\nx-echo: [REDACTED]\r\n\r\n{\"tenant\":\"[REDACTED]\"}");
+    }
 
     fn parse(pairs: &[(&str, &str)]) -> Result<Option<CustomHeaders>, ParseError> {
         CustomHeaders::parse(pairs.iter().copied())

@@ -294,6 +294,28 @@ impl Webhook {
         self.message_format.unwrap_or_default()
     }
 
+    /// Stops deliveries to the webhook (the sender's auto-disable), saying why.
+    pub fn disable(&mut self, reason: String, now: DateTime<Utc>) {
+        self.state = WebhookState::Disabled;
+        self.disabled_reason = Some(reason);
+        self.changed(now);
+    }
+
+    /// Starts deliveries again and forgets why they stopped.
+    pub fn enable(&mut self, now: DateTime<Utc>) {
+        self.state = WebhookState::Enabled;
+        self.disabled_reason = None;
+        self.failing_since = None;
+        self.changed(now);
+    }
+
+    /// Every change of a stored webhook goes through here: its version is what the store's
+    /// conditional write compares, so it moves exactly once per change.
+    pub fn changed(&mut self, now: DateTime<Utc>) {
+        self.updated_at = now;
+        self.version += 1;
+    }
+
     /// Whether an event of `event_type` fans out to this webhook (named, or by `"*"`).
     pub fn subscribes_to(&self, event_type: crate::events::EventType) -> bool {
         self.event_types.iter().any(|pattern| pattern.matches(event_type))
@@ -328,6 +350,24 @@ pub fn dedup_event_types(mut types: Vec<EventPattern>) -> Vec<EventPattern> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disabling_and_enabling_each_move_the_version_once_and_enabling_forgets_why() {
+        let now = DateTime::UNIX_EPOCH;
+        let url = WebhookUrl::parse("https://example.com/hook", true).unwrap();
+        let mut webhook = Webhook::new(NewWebhook::new(WebhookName::parse("h").unwrap(), url), now);
+        webhook.failing_since = Some(now);
+
+        webhook.disable("the endpoint answered 410 Gone".into(), now + chrono::Duration::seconds(1));
+        let disabled = webhook.clone();
+        webhook.enable(now + chrono::Duration::seconds(2));
+
+        assert_eq!((disabled.state, disabled.version), (WebhookState::Disabled, 1));
+        assert_eq!(disabled.disabled_reason.as_deref(), Some("the endpoint answered 410 Gone"));
+        assert_eq!((webhook.state, webhook.version), (WebhookState::Enabled, 2));
+        assert_eq!((webhook.disabled_reason, webhook.failing_since), (None, None));
+        assert_eq!(webhook.updated_at, now + chrono::Duration::seconds(2));
+    }
 
     #[test]
     fn secret_debug_never_shows_the_secret() {

@@ -1,7 +1,8 @@
 //! The event catalog: OneFuzz's 28 types (SPEC §5) and the 2 operational ones (§10), each with
 //! its payload's JSON Schema and an example. Schemas and examples are embedded in the binary
 //! and each schema is compiled on first use, so cold starts pay only for the types they see.
-//! A leaf module: it imports nothing from the rest of the crate.
+//! A leaf module: it imports nothing from the rest of the crate but the helper that cuts
+//! client-supplied text short for messages (`telemetry::client_value`).
 
 use std::fmt;
 use std::str::FromStr;

@@ -5,8 +5,5 @@ mod catalog;
 mod ingest;
 pub mod operational;
 
-/// Queue bodies are parsed beside `QueueMessage::to_body`; these names stay for callers that
-/// imported them from here.
-pub use crate::queue::{QueueMessage as Incoming, parse_queue_body};
 pub use catalog::{CatalogError, EventType, UNKNOWN_EVENT_TYPE};
 pub use ingest::{IngestDefaults, MAX_EVENT_BYTES, id_from_message_id, parse_event_message};

@@ -576,3 +576,32 @@ async fn a_rate_limit_holds_across_two_concurrent_sender_binaries() {
     assert!(span >= Duration::from_millis(3300), "12 at 3/s span over 3.3 s, not {span:?}");
     let _ = limited;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_event_type_reaches_the_lambda_log_as_one_json_line_cut_short() {
+    let (_store, queue, env) = sender_stack("forged", &[]).await;
+    let sender = LambdaProcess::start("sender", &env.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>()).await;
+    let forged = format!(
+        "no_such_type\n{{\"level\":\"ERROR\",\"fields\":{{\"message\":\"forged\"}}}}\u{1b}[31m{}",
+        "x".repeat(200_000)
+    );
+    let body = json!({"event_type": forged, "event": {}}).to_string();
+
+    let response = sender.invoke(sqs_event(&queue, &[("forged-1".to_owned(), body)])).await.expect("invoke");
+
+    no_failures(&response);
+    let logs = sender.logs();
+    assert!(!logs.contains('\u{1b}'), "a terminal escape reached the log");
+    for line in logs.lines().filter(|line| !line.trim().is_empty()) {
+        let parsed: Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not one JSON line: {line:.300}"));
+        assert_ne!(parsed["fields"]["message"], "forged", "a client forged a log line");
+        assert!(line.len() < 2_000, "a {}-byte log line", line.len());
+    }
+    let invalid = logs.lines().find(|line| line.contains("dead-lettering")).expect("the dead-letter line");
+    let reason = serde_json::from_str::<Value>(invalid).expect("json")["fields"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.starts_with("unknown event type: no_such_type\\n"), "{reason:.200}");
+    assert!(reason.chars().count() <= 130 && reason.ends_with('…'), "{reason}");
+}

@@ -144,13 +144,13 @@ fn connection_builder() -> http1::Builder {
 /// Pauses after failed accepts, doubling up to [`MAX_ACCEPT_PAUSE`]; logs once per burst of
 /// failures, so running out of file descriptors costs neither a core nor the disk.
 #[derive(Default)]
-struct AcceptBackoff {
+pub(crate) struct AcceptBackoff {
     pause: Option<Duration>,
     failures: u64,
 }
 
 impl AcceptBackoff {
-    fn failed(&mut self, err: &std::io::Error) -> Duration {
+    pub(crate) fn failed(&mut self, err: &std::io::Error) -> Duration {
         self.failures += 1;
         let pause = match self.pause {
             None => {
@@ -163,7 +163,7 @@ impl AcceptBackoff {
         pause
     }
 
-    fn succeeded(&mut self) {
+    pub(crate) fn succeeded(&mut self) {
         if self.pause.take().is_some() {
             tracing::info!(failures = self.failures, "accept works again");
         }

@@ -49,10 +49,13 @@ pub async fn run(remote: &Remote, options: ConsoleOptions) -> Result<(), String>
 
     let shutdown = tokio::signal::ctrl_c();
     tokio::pin!(shutdown);
+    // As `serve` does: running out of file descriptors must cost neither a core nor the log.
+    let mut backoff = crate::serve::AcceptBackoff::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    backoff.succeeded();
                     let proxy = proxy.clone();
                     tokio::spawn(async move {
                         let service = service_fn(move |request| {
@@ -64,7 +67,13 @@ pub async fn run(remote: &Remote, options: ConsoleOptions) -> Result<(), String>
                         }
                     });
                 }
-                Err(err) => tracing::warn!(error = %err, "accept failed"),
+                Err(err) => {
+                    let pause = backoff.failed(&err);
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = &mut shutdown => break,
+                    }
+                }
             },
             _ = &mut shutdown => break,
         }

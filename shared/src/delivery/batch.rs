@@ -30,7 +30,10 @@ pub async fn handle_sqs_event(
             MessageOutcome::Done(_) => false,
             MessageOutcome::TryAgainLater(_) | MessageOutcome::Held(_) => true,
             MessageOutcome::Invalid(reason) => {
-                tracing::error!(message_id = %message.message_id, %reason, "invalid message; dead-lettering it");
+                // The reason can quote the producer's payload: cut short in the log, whole on the
+                // dead-letter message.
+                let logged = crate::telemetry::client_value(reason);
+                tracing::error!(message_id = %message.message_id, reason = %logged, "invalid message; dead-lettering it");
                 match sender.dead_letters().send(message.body, reason).await {
                     Ok(()) => false,
                     Err(err) => {

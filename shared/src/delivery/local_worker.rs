@@ -28,6 +28,9 @@ const REDELIVERY_DELAY: Duration = Duration::from_secs(5);
 /// around the attempt. After a crash, a held task is due again this soon, and by then the
 /// claims its handling made on deliveries have run out, so it can make them again.
 const HOLD_MARGIN: Duration = Duration::from_secs(5);
+/// At shutdown, how long past the attempt timeout the worker waits for the writes that record
+/// the attempts in flight.
+const SHUTDOWN_WRITE_MARGIN: Duration = Duration::from_secs(2);
 
 pub struct LocalWorker {
     sender: Arc<Sender>,
@@ -88,7 +91,10 @@ impl LocalWorker {
         if !running.is_empty() {
             tracing::info!(in_flight = running.len(), "finishing deliveries in flight");
         }
-        let drained = tokio::time::timeout(self.hold(), async { while running.join_next().await.is_some() {} }).await;
+        // Attempts in flight get their timeout and the writes after it; a message with more to
+        // send than that stays held in the store and resumes at the next start.
+        let drain = self.sender.attempt_timeout() + SHUTDOWN_WRITE_MARGIN;
+        let drained = tokio::time::timeout(drain, async { while running.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             // Their tasks are held in the store and come due again after the next start.
             tracing::warn!(

@@ -639,6 +639,11 @@ impl Sender {
     /// How long a delivery stays claimed by the handling that claimed it. A message whose
     /// handling must be tried again waits at least this long (SQS's visibility timeout does
     /// the same in AWS), or its own claims would hold the next try back.
+    /// How long one attempt may take, connect to response head (`DELIVERY_TIMEOUT_SECS`).
+    pub fn attempt_timeout(&self) -> Duration {
+        self.config.delivery_timeout
+    }
+
     pub fn claim_duration(&self) -> Duration {
         self.config.delivery_timeout + LEASE_MARGIN
     }

@@ -71,6 +71,7 @@ where
     rate_slots_are_reserved_one_interval_apart_and_start_again_after_a_quiet_spell(fresh().await.as_ref()).await;
     headers_and_a_rate_limit_read_back_and_an_update_replaces_or_removes_them(fresh().await.as_ref()).await;
     a_wildcard_subscription_is_stored_under_its_own_key(fresh().await.as_ref()).await;
+    listing_by_type_includes_the_wildcard_subscribers_once_in_id_order(fresh().await.as_ref()).await;
 }
 
 async fn rate_slots_are_reserved_one_interval_apart_and_start_again_after_a_quiet_spell(store: &dyn Store) {
@@ -214,6 +215,34 @@ async fn a_wildcard_subscription_is_stored_under_its_own_key(store: &dyn Store) 
     assert_eq!(store.subscribers(EventType::TaskCreated).await.expect("subs").len(), 2);
     store.delete_webhook(everything.webhook_id).await.expect("delete");
     assert_eq!(store.subscribers(EventType::TaskCreated).await.expect("subs").len(), 1);
+}
+
+async fn listing_by_type_includes_the_wildcard_subscribers_once_in_id_order(store: &dyn Store) {
+    let mut expected = Vec::new();
+    for i in 0..6 {
+        let mut hook = webhook(&format!("hook-{i}"), &[]);
+        hook.event_types = match i % 3 {
+            0 => vec![EventType::TaskCreated.into()],
+            1 => vec![EventPattern::All, EventType::TaskCreated.into(), EventType::DeliveryFailed.into()],
+            _ => vec![EventType::Ping.into()],
+        };
+        store.create_webhook(&hook).await.expect("create");
+        if i % 3 != 2 {
+            expected.push(hook.webhook_id);
+        }
+    }
+    expected.sort_by_key(|id| id.to_string());
+
+    let (one_per_page, pages) = collect_pages(store, Some(EventType::TaskCreated), 1).await;
+    let (at_once, _) = collect_pages(store, Some(EventType::TaskCreated), 10).await;
+    let (operational, _) = collect_pages(store, Some(EventType::DeliveryFailed), 10).await;
+    let (by_ping, _) = collect_pages(store, Some(EventType::Ping), 10).await;
+
+    assert_eq!(one_per_page, expected, "page by page, each once, in id order");
+    assert!(pages >= 4);
+    assert_eq!(at_once, expected);
+    assert_eq!(operational.len(), 2, "operational types only where named");
+    assert_eq!(by_ping.len(), 4, "\"*\" lists under every OneFuzz type");
 }
 
 async fn an_entry_past_retention_is_gone_before_any_purge(store: &dyn Store) {

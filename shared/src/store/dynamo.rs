@@ -919,6 +919,40 @@ impl DynamoStore {
     }
 
     /// Where a cursor for the list of `partition` resumes, if it is one of its cursors.
+    /// Up to `wanted` webhooks of one partition (all webhooks, or one subscription pattern's
+    /// copies) after `start`, in id order; under a pattern, only those that still receive
+    /// `event_type` (a webhook moved off it between two reads of the first layout is left out).
+    async fn list_partition(
+        &self,
+        partition: &str,
+        mut start: Option<Item>,
+        wanted: usize,
+        event_type: Option<EventType>,
+    ) -> Result<Vec<Webhook>, StoreError> {
+        let query = PartitionQuery::table(partition);
+        let mut found: Vec<Webhook> = Vec::new();
+        loop {
+            let (items, last) = self.query_page(&query, start, Some(wanted - found.len())).await?;
+            match event_type {
+                None => {
+                    for item in items {
+                        found.push(decode::<Keyed<Webhook>>(item)?.record);
+                    }
+                }
+                Some(event_type) => found.extend(
+                    self.webhooks_of_subscriptions(items).await?.into_iter().filter(|w| w.subscribes_to(event_type)),
+                ),
+            }
+            if found.len() >= wanted {
+                return Ok(found);
+            }
+            match last {
+                Some(key) => start = Some(key),
+                None => return Ok(found),
+            }
+        }
+    }
+
     fn list_start(cursor: &Cursor, partition: &str, sort_prefix: &str) -> Result<Item, StoreError> {
         let key: Key = cursor.decode()?;
         if key.pk != partition || !key.sk.starts_with(sort_prefix) {
@@ -1041,38 +1075,30 @@ impl Store for DynamoStore {
             Some(event_type) => subscription_partition(EventPattern::Type(event_type)),
             None => WEBHOOKS_PARTITION.to_owned(),
         };
-        let mut start =
-            page.cursor.as_ref().map(|cursor| Self::list_start(cursor, &partition, WEBHOOK_SORT_PREFIX)).transpose()?;
+        let after = match &page.cursor {
+            Some(cursor) => Some(Self::list_start(cursor, &partition, WEBHOOK_SORT_PREFIX)?),
+            None => None,
+        };
         if page.limit == 0 {
             return Ok(Page { items: Vec::new(), next: None });
         }
         let wanted = page.limit.saturating_add(1);
-        let query = PartitionQuery::table(&partition);
-        let mut found: Vec<Webhook> = Vec::new();
-        loop {
-            let (items, last) = self.query_page(&query, start, Some(wanted - found.len())).await?;
-            match event_type {
-                None => {
-                    for item in items {
-                        found.push(decode::<Keyed<Webhook>>(item)?.record);
-                    }
+        let mut found = self.list_partition(&partition, after.clone(), wanted, event_type).await?;
+        // Those on `"*"` receive the type too: the `*` partition, merged in id order.
+        if let Some(event_type) = event_type.filter(|t| t.matched_by_wildcard()) {
+            let everything = subscription_partition(EventPattern::All);
+            let start = match after.as_ref().and_then(|key| key.get("sk")) {
+                Some(sk) => {
+                    let mut key = encode(&Key { pk: everything.clone(), sk: String::new() })?;
+                    key.insert("sk".to_owned(), sk.clone());
+                    Some(key)
                 }
-                // A webhook moved off the type between two reads of the first layout is left
-                // out, not shown under a type it no longer has.
-                Some(event_type) => found.extend(
-                    self.webhooks_of_subscriptions(items)
-                        .await?
-                        .into_iter()
-                        .filter(|w| w.event_types.contains(&EventPattern::Type(event_type))),
-                ),
-            }
-            if found.len() >= wanted {
-                break;
-            }
-            match last {
-                Some(key) => start = Some(key),
-                None => break,
-            }
+                None => None,
+            };
+            found.extend(self.list_partition(&everything, start, wanted, Some(event_type)).await?);
+            found.sort_by_key(|webhook| webhook_sort(webhook.webhook_id));
+            found.dedup_by_key(|webhook| webhook.webhook_id);
+            found.truncate(wanted);
         }
         paginate(found, page.limit, |webhook| {
             Cursor::encode(&Key { pk: partition.clone(), sk: webhook_sort(webhook.webhook_id) })

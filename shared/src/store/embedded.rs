@@ -613,10 +613,13 @@ impl Store for EmbeddedStore {
                 .await?
             }
             Some(event_type) => {
+                // Those on `"*"` receive every OneFuzz type, so they are listed under each.
+                let wildcard = if event_type.matched_by_wildcard() { EventPattern::ALL_NAME } else { "" };
                 self.read_records::<Webhook>(
-                    "SELECT w.record FROM subscriptions s JOIN webhooks w ON w.webhook_id = s.webhook_id
-                     WHERE s.event_type = ?1 AND s.webhook_id > ?2 ORDER BY s.webhook_id LIMIT ?3",
-                    vec![text(event_type.as_str()), text(after), fetch],
+                    "SELECT w.record FROM webhooks w WHERE w.webhook_id > ?2 AND w.webhook_id IN
+                     (SELECT s.webhook_id FROM subscriptions s WHERE s.event_type = ?1 OR s.event_type = ?4)
+                     ORDER BY w.webhook_id LIMIT ?3",
+                    vec![text(event_type.as_str()), text(after), fetch, text(wildcard)],
                 )
                 .await?
             }

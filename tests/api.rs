@@ -774,6 +774,8 @@ async fn compat_bodies_accept_the_options_and_still_refuse_unknown_fields() {
     let replaced = app.patch("/api/webhooks", json!({"webhook_id": id, "headers": {"X-Other": "w"}})).await;
     let after = app.get(&format!("/webhooks/{id}")).await;
     let unknown = app.patch("/api/webhooks", json!({"webhook_id": id, "header": {"X-Key": "v"}})).await;
+    let emptied = app.patch("/api/webhooks", json!({"webhook_id": id, "headers": {}})).await;
+    let after_empty = app.get(&format!("/webhooks/{id}")).await;
 
     assert_eq!(created.status, StatusCode::OK, "{}", created.raw);
     assert_eq!(created.body["event_types"], json!(["*"]));
@@ -783,6 +785,12 @@ async fn compat_bodies_accept_the_options_and_still_refuse_unknown_fields() {
     assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.raw);
     assert_eq!(after.body["header_names"], json!(["X-Other"]));
     assert!(unknown.problem(StatusCode::BAD_REQUEST).starts_with("header: unknown field"));
+    assert_eq!(emptied.status, StatusCode::OK, "{}", emptied.raw);
+    assert!(
+        after_empty.body.get("header_names").is_none(),
+        "{{}} removes the headers on compat too: {}",
+        after_empty.raw
+    );
 }
 
 #[tokio::test]

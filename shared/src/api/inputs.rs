@@ -89,7 +89,9 @@ impl UpdateBody {
 
     pub(crate) fn parse(self, config: &Config, null_removes: bool) -> Result<WebhookPatch, ApiError> {
         let secret_token = removable(self.secret_token.as_ref().map(secret).transpose()?, null_removes);
-        let headers = removable(self.headers.as_ref().map(headers).transpose()?, null_removes);
+        // An empty object is an explicit "no headers" on both surfaces; only null differs.
+        let explicitly_empty = matches!(&self.headers, Some(Value::Object(map)) if map.is_empty());
+        let headers = removable(self.headers.as_ref().map(headers).transpose()?, null_removes || explicitly_empty);
         let rate_limit_per_second =
             removable(self.rate_limit_per_second.as_ref().map(rate_limit).transpose()?, null_removes);
         let enable = match self.state.as_deref() {

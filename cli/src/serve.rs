@@ -25,6 +25,10 @@ use crate::args::Serve;
 const HTTP_DRAIN: Duration = Duration::from_secs(5);
 /// How long a client gets to send a request's headers (slowloris), and its body.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The header timeout of a connection accepted while fewer than a quarter of the slots are
+/// free: a flood of slow clients then recycles its slots within a second or two, so real
+/// requests waiting behind it in the listen backlog get their turn.
+const PRESSED_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once; more wait in the kernel's listen backlog.
 const MAX_CONNECTIONS: usize = 1024;
@@ -89,7 +93,8 @@ pub async fn run(options: Serve) -> Result<(), String> {
 
 /// Serves connections until `shutdown` resolves; returns the handle that closes those still
 /// open. Holds up to abuse: at most [`MAX_CONNECTIONS`] at once (past that, new ones wait in
-/// the listen backlog), each given [`HEADER_READ_TIMEOUT`] to send its headers, and a failing
+/// the listen backlog), each given [`HEADER_READ_TIMEOUT`] to send its headers (less when the
+/// slots run short), and a failing
 /// `accept` (out of file descriptors) backs off instead of spinning.
 async fn accept_until(
     listener: &TcpListener,
@@ -114,7 +119,9 @@ async fn accept_until(
         match accepted {
             Ok((stream, peer)) => {
                 backoff.succeeded();
-                let connection = connection_builder().serve_connection(TokioIo::new(stream), service(app.clone()));
+                let pressed = slots.available_permits() < MAX_CONNECTIONS / 4;
+                let connection =
+                    connection_builder(pressed).serve_connection(TokioIo::new(stream), service(app.clone()));
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
                     if let Err(err) = connection.await {
@@ -135,9 +142,10 @@ async fn accept_until(
     graceful
 }
 
-fn connection_builder() -> http1::Builder {
+fn connection_builder(pressed: bool) -> http1::Builder {
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let timeout = if pressed { PRESSED_HEADER_READ_TIMEOUT } else { HEADER_READ_TIMEOUT };
+    builder.timer(TokioTimer::new()).header_read_timeout(timeout);
     builder
 }
 

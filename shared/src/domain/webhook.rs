@@ -112,7 +112,16 @@ impl WebhookUrl {
         if parsed.host().is_none() {
             return Err(ParseError::new("url: must have a host"));
         }
-        Ok(Self(parsed.to_string()))
+        let normalized = parsed.to_string();
+        // Normalizing can lengthen a URL (punycode, percent-escapes): what is stored must
+        // itself be a URL this parser accepts, or the webhook could never be written again.
+        let stored = normalized.chars().count();
+        if stored > MAX_URL_CHARS {
+            return Err(ParseError::new(format!(
+                "url: must be at most {MAX_URL_CHARS} characters once normalized, got {stored}"
+            )));
+        }
+        Ok(Self(normalized))
     }
 
     pub fn as_str(&self) -> &str {
@@ -350,6 +359,20 @@ pub fn dedup_event_types(mut types: Vec<EventPattern>) -> Vec<EventPattern> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_that_normalizing_makes_too_long_is_refused_and_every_stored_url_parses_again() {
+        // Found by the url_address fuzz target: each non-ASCII label grows into punycode.
+        let long_host = vec!["stӚ"; 200].join(".");
+        let grows = format!("http://{long_host}/");
+        assert!(grows.chars().count() <= MAX_URL_CHARS);
+
+        let refused = WebhookUrl::parse(&grows, false).unwrap_err();
+        let fits = WebhookUrl::parse(&format!("http://{}/", vec!["stӚ"; 20].join(".")), false).unwrap();
+
+        assert!(refused.to_string().contains("once normalized"), "{refused}");
+        assert_eq!(WebhookUrl::parse(fits.as_str(), false).unwrap(), fits);
+    }
 
     #[test]
     fn disabling_and_enabling_each_move_the_version_once_and_enabling_forgets_why() {

@@ -140,7 +140,23 @@ impl LocalWorker {
     }
 }
 
+/// Takes a task off the in-flight set when its handling ends, however it ends: a handling that
+/// panicked must leave its task to come due again, not mark it as being handled for good.
+struct InFlight {
+    set: Arc<Mutex<HashSet<Uuid>>>,
+    task_id: Uuid,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.task_id);
+        }
+    }
+}
+
 async fn handle(sender: Arc<Sender>, queue: LocalQueue, in_flight: Arc<Mutex<HashSet<Uuid>>>, task: PendingTask) {
+    let _in_flight = InFlight { set: in_flight, task_id: task.task_id };
     let message_id = task.task_id.to_string();
     let received =
         Received { body: &task.body, message_id: &message_id, receive_count: task.receive_count, sent_at: None };
@@ -162,8 +178,5 @@ async fn handle(sender: Arc<Sender>, queue: LocalQueue, in_flight: Arc<Mutex<Has
     if let Err(err) = result {
         // The task stays held in the store and comes due again when its hold runs out.
         tracing::error!(error = %err, task_id = %task.task_id, "cannot update the local queue");
-    }
-    if let Ok(mut set) = in_flight.lock() {
-        set.remove(&task.task_id);
     }
 }

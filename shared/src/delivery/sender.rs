@@ -510,7 +510,7 @@ impl Sender {
     async fn attempt_and_record(
         &self,
         webhook: &Webhook,
-        mut entry: DeliveryLog,
+        entry: DeliveryLog,
         trigger: Trigger,
         stored: bool,
         permit: Result<SemaphorePermit<'_>, AcquireError>,
@@ -521,8 +521,23 @@ impl Sender {
         let span = tracing::info_span!("attempt", webhook_id = %webhook.webhook_id, event_id = %entry.event_id, attempt = number);
         let outcome = self.attempt(webhook, &entry.envelope).instrument(span.clone()).await;
         drop(permit);
+        // The span is entered only around polls (`instrument`): a guard held across an await
+        // would enter and leave it on different threads.
+        self.record_attempt(webhook, entry, trigger, stored, outcome, ledger).instrument(span).await
+    }
+
+    /// Writes an attempt's outcome (see [`Self::attempt_and_record`]).
+    async fn record_attempt(
+        &self,
+        webhook: &Webhook,
+        mut entry: DeliveryLog,
+        trigger: Trigger,
+        stored: bool,
+        outcome: AttemptOutcome,
+        ledger: &HealthLedger,
+    ) -> Result<Step, Transient> {
+        let number = entry.try_count + 1;
         let now = Utc::now();
-        let _entered = span.enter();
         let asks_to_wait = matches!(outcome.status, Some(429 | 503));
         let result = Outcome {
             attempt: Attempt {

@@ -353,42 +353,17 @@ async fn a_binary_missing_its_configuration_fails_its_cold_start_naming_the_vari
 /// `batchItemFailures`), never be acknowledged with those deliveries left unsent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_message_blocked_by_a_dead_senders_claim_comes_back_and_is_delivered_once_it_lapses() {
-    use webhooks::domain::{
-        DeliveryLog, DeliveryState, EventEnvelope, NewWebhook, Trigger, Webhook, WebhookName, WebhookUrl,
-    };
+    use webhooks::domain::{DeliveryLog, DeliveryState, EventEnvelope, Trigger};
     use webhooks::events::EventType;
     use webhooks::store::{DeliveryKey, Read, Store};
     use webhooks_tests::runtime_api::sqs_event_received;
 
     let receiver = Receiver::ok().await;
-    let (store, table) = moto::dynamo_store().await;
-    let events_queue = moto::queue("stranded-events").await;
-    let dead_letter_queue = moto::queue("stranded-dlq").await;
-    let env = [
-        ("TABLE_NAME", table),
-        ("EVENTS_QUEUE_URL", events_queue.clone()),
-        ("DEAD_LETTER_QUEUE_URL", dead_letter_queue),
-        ("AWS_ENDPOINT_URL", moto::endpoint()),
-        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
-        ("AWS_REGION", "us-east-1".to_owned()),
-        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
-        ("ALLOWED_TARGET_CIDRS", "127.0.0.0/8".to_owned()),
-        ("DELIVERY_TIMEOUT_SECS", "10".to_owned()),
-    ];
+    let (store, events_queue, env) = sender_stack("stranded", &[("DELIVERY_TIMEOUT_SECS", "10")]).await;
     let sender = LambdaProcess::start("sender", &env).await;
     let mut hooks = Vec::new();
     for name in ["claimed-by-the-dead", "free"] {
-        let new = NewWebhook {
-            event_types: vec![EventType::Ping.into()],
-            ..NewWebhook::new(
-                WebhookName::parse(name).expect("name"),
-                WebhookUrl::parse(&receiver.url(), false).expect("url"),
-            )
-        };
-        let hook = Webhook::new(new, chrono::Utc::now());
-        store.create_webhook(&hook).await.expect("create");
-        hooks.push(hook);
+        hooks.push(stored_webhook(&store, name, &receiver.url(), &["ping"], None).await);
     }
     let event_id = Uuid::new_v4();
     let created_at = chrono::Utc::now();
@@ -439,7 +414,7 @@ async fn a_redelivered_message_blocked_by_a_dead_senders_claim_comes_back_and_is
 /// A sender Lambda environment on a fresh table and queue, and that store.
 async fn sender_stack(
     prefix: &str,
-    extra: &[(&str, &str)],
+    overrides: &[(&'static str, &str)],
 ) -> (webhooks::store::DynamoStore, String, Vec<(&'static str, String)>) {
     let (store, table) = moto::dynamo_store().await;
     let events_queue = moto::queue(&format!("{prefix}-events")).await;
@@ -456,8 +431,8 @@ async fn sender_stack(
         ("ALLOWED_TARGET_CIDRS", "127.0.0.0/8".to_owned()),
         ("DELIVERY_TIMEOUT_SECS", "5".to_owned()),
     ];
-    for (name, value) in extra {
-        let name: &'static str = Box::leak(name.to_string().into_boxed_str());
+    for (name, value) in overrides {
+        env.retain(|(existing, _)| existing != name);
         env.push((name, (*value).to_owned()));
     }
     (store, events_queue, env)
@@ -512,7 +487,7 @@ async fn the_sender_binary_raises_delivery_failed_and_webhook_disabled_and_deliv
     let gone = Receiver::start(vec![webhooks_tests::Reply::status(410)]).await;
     let operators = Receiver::ok().await;
     let (store, queue, env) = sender_stack("ops", &[("RETRY_SCHEDULE", "1")]).await;
-    let sender = LambdaProcess::start("sender", &env.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>()).await;
+    let sender = LambdaProcess::start("sender", &env).await;
     let retired = stored_webhook(&store, "retired", &gone.url(), &["task_created"], None).await;
     stored_webhook(&store, "operators", &operators.url(), &["webhook_disabled", "delivery_failed"], None).await;
     let examples: serde_json::Map<String, Value> =
@@ -541,7 +516,6 @@ async fn the_sender_binary_raises_delivery_failed_and_webhook_disabled_and_deliv
 async fn a_rate_limit_holds_across_two_concurrent_sender_binaries() {
     let receiver = Receiver::ok().await;
     let (store, queue, env) = sender_stack("rate", &[]).await;
-    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.clone())).collect();
     let first = LambdaProcess::start("sender", &env).await;
     let second = LambdaProcess::start("sender", &env).await;
     let limited = stored_webhook(&store, "limited", &receiver.url(), &["ping"], Some(3)).await;
@@ -580,7 +554,7 @@ async fn a_rate_limit_holds_across_two_concurrent_sender_binaries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_event_type_reaches_the_lambda_log_as_one_json_line_cut_short() {
     let (_store, queue, env) = sender_stack("forged", &[]).await;
-    let sender = LambdaProcess::start("sender", &env.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>()).await;
+    let sender = LambdaProcess::start("sender", &env).await;
     let forged = format!(
         "no_such_type\n{{\"level\":\"ERROR\",\"fields\":{{\"message\":\"forged\"}}}}\u{1b}[31m{}",
         "x".repeat(200_000)

@@ -12,17 +12,17 @@ pub fn cpu_seconds() -> f64 {
 
 /// Peak resident set size in MiB (VmHWM).
 pub fn peak_rss_mib() -> f64 {
-    status_mib("VmHWM:")
+    status_mib("/proc/self/status", "VmHWM:")
 }
 
 /// Resident set size now, in MiB (VmRSS).
 pub fn current_rss_mib() -> f64 {
-    status_mib("VmRSS:")
+    status_mib("/proc/self/status", "VmRSS:")
 }
 
-/// A kB field of /proc/self/status, in MiB; 0 where it cannot be read.
-fn status_mib(field: &str) -> f64 {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return 0.0 };
+/// A kB field of a /proc/PID/status file, in MiB; 0 where it cannot be read.
+pub fn status_mib(status_file: &str, field: &str) -> f64 {
+    let Ok(status) = std::fs::read_to_string(status_file) else { return 0.0 };
     status
         .lines()
         .find_map(|line| line.strip_prefix(field))

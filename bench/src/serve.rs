@@ -296,13 +296,7 @@ impl Server {
     }
 
     fn status_mib(&self, field: &str) -> f64 {
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())) else { return 0.0 };
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map(|kib| kib / 1024.0)
-            .unwrap_or(0.0)
+        crate::process::status_mib(&format!("/proc/{}/status", self.child.id()), field)
     }
 }
 

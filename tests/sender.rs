@@ -361,7 +361,7 @@ async fn recover_asked_twice_before_it_ran_sends_each_failed_delivery_once() {
 
     assert_eq!(recover().await.status(), 202);
     assert_eq!(recover().await.status(), 202);
-    assert_eq!(sender.queue.sent.lock().expect("queue").len(), 2, "both requests queued a task");
+    assert_eq!(sender.queue.peek().len(), 2, "both requests queued a task");
     sender.pump().await;
 
     assert_eq!(receiver.received().len(), 2, "the first attempt and one redelivery");
@@ -591,7 +591,7 @@ async fn a_large_fan_out_delivers_some_inline_and_hands_the_rest_to_the_queue() 
     }
 
     let outcome = sender.handle(&ping_event(Uuid::new_v4())).await;
-    let handed_off = sender.queue.sent.lock().expect("queue").clone();
+    let handed_off = sender.queue.peek();
     sender.pump().await;
 
     assert!(matches!(outcome, MessageOutcome::Done(ref t) if t.delivered == 3), "{outcome:?}");
@@ -888,14 +888,8 @@ async fn a_long_rate_limit_wait_goes_through_the_queue_keeping_its_slot_and_star
     // Slots at 0.25, 1.25, 2.25, 3.25 and 4.25 s (reserved a little ahead): the first two are
     // slept for in the process, the rest wait on the queue.
     futures_util::future::join_all(bodies.iter().map(|body| sender.handle(body))).await;
-    let waiting: Vec<(Value, Duration)> = sender
-        .queue
-        .sent
-        .lock()
-        .expect("queue")
-        .iter()
-        .map(|(body, delay)| (serde_json::from_str(body).expect("json"), *delay))
-        .collect();
+    let waiting: Vec<(Value, Duration)> =
+        sender.queue.peek().iter().map(|(body, delay)| (serde_json::from_str(body).expect("json"), *delay)).collect();
     sender.pump_in_time().await;
 
     let received = receiver.received();

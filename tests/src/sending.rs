@@ -15,31 +15,32 @@ use webhooks::{App, Config};
 /// A queue that keeps every message with its delay, for tests to inspect and pump.
 #[derive(Clone, Default)]
 pub struct RecordingQueue {
-    pub sent: Arc<Mutex<Vec<(String, Duration)>>>,
-    sent_at: Arc<Mutex<Vec<Instant>>>,
+    /// Each message with its delay and when it was sent.
+    sent: Arc<Mutex<Vec<(String, Duration, Instant)>>>,
 }
 
 #[async_trait]
 impl Queue for RecordingQueue {
     async fn send(&self, message: &QueueMessage, delay: Duration) -> Result<(), QueueError> {
-        let body = message.to_body()?;
-        let mut sent = self.sent.lock().expect("queue");
-        sent.push((body, delay));
-        self.sent_at.lock().expect("queue").push(Instant::now());
+        self.sent.lock().expect("queue").push((message.to_body()?, delay, Instant::now()));
         Ok(())
     }
 }
 
 impl RecordingQueue {
+    /// What has been sent and not taken, with delays, leaving it queued.
+    pub fn peek(&self) -> Vec<(String, Duration)> {
+        self.sent.lock().expect("queue").iter().map(|(body, delay, _)| (body.clone(), *delay)).collect()
+    }
+
     pub fn take(&self) -> Vec<(String, Duration)> {
         self.take_due().into_iter().map(|(body, delay, _)| (body, delay)).collect()
     }
 
     /// Every message with its delay and when it becomes visible.
     pub fn take_due(&self) -> Vec<(String, Duration, Instant)> {
-        let mut sent = self.sent.lock().expect("queue");
-        let at = std::mem::take(&mut *self.sent_at.lock().expect("queue"));
-        std::mem::take(&mut *sent).into_iter().zip(at).map(|((body, delay), at)| (body, delay, at + delay)).collect()
+        let sent = std::mem::take(&mut *self.sent.lock().expect("queue"));
+        sent.into_iter().map(|(body, delay, at)| (body, delay, at + delay)).collect()
     }
 }
 

@@ -954,11 +954,16 @@ impl DynamoStore {
     }
 
     fn list_start(cursor: &Cursor, partition: &str, sort_prefix: &str) -> Result<Item, StoreError> {
+        encode(&Self::list_position(cursor, partition, sort_prefix)?)
+    }
+
+    /// The key a list cursor resumes after, refused unless it is of `partition`.
+    fn list_position(cursor: &Cursor, partition: &str, sort_prefix: &str) -> Result<Key, StoreError> {
         let key: Key = cursor.decode()?;
         if key.pk != partition || !key.sk.starts_with(sort_prefix) {
             return Err(StoreError::BadCursor);
         }
-        encode(&key)
+        Ok(key)
     }
 
     /// Moves a first-layout log entry to this layout: the new item (unless already there),
@@ -1076,25 +1081,20 @@ impl Store for DynamoStore {
             None => WEBHOOKS_PARTITION.to_owned(),
         };
         let after = match &page.cursor {
-            Some(cursor) => Some(Self::list_start(cursor, &partition, WEBHOOK_SORT_PREFIX)?),
+            Some(cursor) => Some(Self::list_position(cursor, &partition, WEBHOOK_SORT_PREFIX)?),
             None => None,
         };
         if page.limit == 0 {
             return Ok(Page { items: Vec::new(), next: None });
         }
         let wanted = page.limit.saturating_add(1);
-        let mut found = self.list_partition(&partition, after.clone(), wanted, event_type).await?;
-        // Those on `"*"` receive the type too: the `*` partition, merged in id order.
+        let start = after.as_ref().map(encode).transpose()?;
+        let mut found = self.list_partition(&partition, start, wanted, event_type).await?;
+        // Those on `"*"` receive the type too: the `*` partition from the same webhook id on,
+        // merged in id order.
         if let Some(event_type) = event_type.filter(|t| t.matched_by_wildcard()) {
             let everything = subscription_partition(EventPattern::All);
-            let start = match after.as_ref().and_then(|key| key.get("sk")) {
-                Some(sk) => {
-                    let mut key = encode(&Key { pk: everything.clone(), sk: String::new() })?;
-                    key.insert("sk".to_owned(), sk.clone());
-                    Some(key)
-                }
-                None => None,
-            };
+            let start = after.map(|key| encode(&Key { pk: everything.clone(), sk: key.sk })).transpose()?;
             found.extend(self.list_partition(&everything, start, wanted, Some(event_type)).await?);
             found.sort_by_key(|webhook| webhook_sort(webhook.webhook_id));
             found.dedup_by_key(|webhook| webhook.webhook_id);

@@ -187,3 +187,24 @@ async fn a_payload_stays_while_any_entry_of_its_event_does() {
     assert!(store.get_delivery(old.webhook_id, old.event_id).await.expect("get old").is_none());
     assert_eq!(store.get_delivery(recent.webhook_id, recent.event_id).await.expect("get recent"), Some(recent));
 }
+
+#[tokio::test]
+async fn committed_pages_reach_the_database_file_while_the_store_stays_open() {
+    // SQLite's own checkpoint would wait for thousands of WAL pages; the checkpoint thread
+    // copies them within a fraction of a second.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let file = dir.path().join("webhooks.db");
+    let size = || std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    let before = size();
+    let hook = webhook("checkpointed", &[EventType::TaskCreated]);
+    let entries: Vec<_> = (0..300).map(|_| delivery(hook.webhook_id, Utc::now())).collect();
+    store.insert_deliveries(&entries).await.expect("insert");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while size() < before + 100 * 1024 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    assert!(size() >= before + 100 * 1024, "the database file grew from {before} to only {} bytes", size());
+}

@@ -231,7 +231,7 @@ async fn insert_logs(app: &TestApp, webhook_id: &str, count: usize) -> Vec<uuid:
         let envelope = EventEnvelope {
             event_id: uuid::Uuid::new_v4(),
             event_type: EventType::Ping,
-            event: json!({"ping_id": uuid::Uuid::new_v4()}),
+            event: json!({"ping_id": uuid::Uuid::new_v4()}).into(),
             instance_id: uuid::Uuid::nil(),
             instance_name: "test".into(),
             created_at: created,

@@ -373,7 +373,7 @@ async fn a_redelivered_message_blocked_by_a_dead_senders_claim_comes_back_and_is
     let envelope = EventEnvelope {
         event_id,
         event_type: EventType::Ping,
-        event: json!({}),
+        event: json!({}).into(),
         instance_id: Uuid::nil(),
         instance_name: "x".into(),
         created_at,

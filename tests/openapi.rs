@@ -257,7 +257,7 @@ fn log_entry(webhook: &str, state: DeliveryState, attempts: Vec<Attempt>) -> Del
     let envelope = EventEnvelope {
         event_id: Uuid::new_v4(),
         event_type: EventType::Ping,
-        event: json!({"ping_id": Uuid::new_v4()}),
+        event: json!({"ping_id": Uuid::new_v4()}).into(),
         instance_id: Uuid::new_v4(),
         instance_name: "openapi".into(),
         created_at: created,

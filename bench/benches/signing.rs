@@ -13,7 +13,7 @@ fn envelope(payload_bytes: usize) -> EventEnvelope {
     EventEnvelope {
         event_id: Uuid::new_v4(),
         event_type: EventType::Ping,
-        event: json!({"ping_id": Uuid::new_v4(), "padding": "x".repeat(payload_bytes)}),
+        event: json!({"ping_id": Uuid::new_v4(), "padding": "x".repeat(payload_bytes)}).into(),
         instance_id: Uuid::new_v4(),
         instance_name: "bench".into(),
         created_at: Utc::now(),

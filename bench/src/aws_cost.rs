@@ -465,7 +465,7 @@ fn task_created(bytes: usize, config: &Config) -> EventEnvelope {
     let mut envelope = EventEnvelope {
         event_id: uuid::Uuid::new_v4(),
         event_type: EventType::TaskCreated,
-        event,
+        event: event.into(),
         instance_id: config.instance_id,
         instance_name: config.instance_name.clone(),
         created_at: chrono::Utc::now(),
@@ -476,7 +476,7 @@ fn task_created(bytes: usize, config: &Config) -> EventEnvelope {
     if room > 0 && envelope.event["config"]["tags"].is_object() {
         let text =
             "regression corpus from the nightly build; crashes triaged by the security team. ".repeat(room / 40 + 1);
-        envelope.event["config"]["tags"]["notes"] = json!(&text[..room]);
+        std::sync::Arc::make_mut(&mut envelope.event)["config"]["tags"]["notes"] = json!(&text[..room]);
     }
     envelope
 }

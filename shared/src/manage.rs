@@ -142,7 +142,7 @@ impl App {
         let envelope = EventEnvelope {
             event_id: Uuid::new_v4(),
             event_type: EventType::Ping,
-            event: json!({ "ping_id": ping_id }),
+            event: json!({ "ping_id": ping_id }).into(),
             instance_id: self.config.instance_id,
             instance_name: self.config.instance_name.clone(),
             created_at: Utc::now(),

@@ -62,7 +62,10 @@ async fn entry(app: App, request: Request) -> Result<Response<Body>, ApiError> {
     let id = webhook_id(&request)?;
     let event_id = event_id(&request)?;
     let entry = app.get_log(id, event_id).await?;
-    json(StatusCode::OK, &LogEntryView { event: Some(entry.envelope.event.clone()), ..LogEntryView::rest(&entry) })
+    json(
+        StatusCode::OK,
+        &LogEntryView { event: Some(serde_json::Value::clone(&entry.envelope.event)), ..LogEntryView::rest(&entry) },
+    )
 }
 
 fn event_id(request: &Request) -> Result<Uuid, ApiError> {

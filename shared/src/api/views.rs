@@ -116,7 +116,7 @@ impl LogEntryView {
 
     pub fn compat(entry: &DeliveryLog) -> Self {
         Self {
-            event: Some(entry.envelope.event.clone()),
+            event: Some(Value::clone(&entry.envelope.event)),
             instance_id: Some(entry.envelope.instance_id),
             instance_name: Some(entry.envelope.instance_name.clone()),
             ..Self::rest(entry)

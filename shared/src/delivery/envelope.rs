@@ -155,7 +155,7 @@ mod tests {
         EventEnvelope {
             event_id: Uuid::from_u128(1),
             event_type: EventType::Ping,
-            event: json!({"ping_id": Uuid::from_u128(2)}),
+            event: json!({"ping_id": Uuid::from_u128(2)}).into(),
             instance_id: Uuid::from_u128(3),
             instance_name: "example".into(),
             created_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),

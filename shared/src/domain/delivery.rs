@@ -3,6 +3,7 @@
 //! pure transitions on data. The sender reads an entry, asks it, writes what it answers and
 //! sends; nothing here does I/O.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -19,7 +20,8 @@ use crate::events::EventType;
 pub struct EventEnvelope {
     pub event_id: Uuid,
     pub event_type: EventType,
-    pub event: Value,
+    /// Shared, not copied, by the log entries and tasks of one event's fan-out.
+    pub event: Arc<Value>,
     pub instance_id: Uuid,
     pub instance_name: String,
     pub created_at: DateTime<Utc>,
@@ -360,7 +362,7 @@ mod tests {
         let envelope = EventEnvelope {
             event_id: uuid::Uuid::new_v4(),
             event_type: EventType::Ping,
-            event: serde_json::json!({"ping_id": uuid::Uuid::nil()}),
+            event: serde_json::json!({"ping_id": uuid::Uuid::nil()}).into(),
             instance_id: uuid::Uuid::nil(),
             instance_name: "i".into(),
             created_at: now(),

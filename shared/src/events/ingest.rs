@@ -67,7 +67,7 @@ pub fn parse_event_message(
     Ok(EventEnvelope {
         event_id: message.event_id.unwrap_or(fallback_id),
         event_type,
-        event: message.event,
+        event: message.event.into(),
         instance_id: message.instance_id.unwrap_or(defaults.instance_id),
         instance_name: message.instance_name.unwrap_or_else(|| defaults.instance_name.clone()),
         created_at: message.created_at.unwrap_or(now),

@@ -114,7 +114,7 @@ fn envelope(
     EventEnvelope {
         event_id: Uuid::new_v5(&OPERATIONAL_NAMESPACE, key.as_bytes()),
         event_type,
-        event,
+        event: event.into(),
         instance_id,
         instance_name: instance_name.to_owned(),
         created_at,

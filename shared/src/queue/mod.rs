@@ -211,7 +211,7 @@ mod tests {
         assert_eq!(from_sns.event_id.to_string(), "00000000-0000-0000-0000-0000000000aa");
         assert_eq!(from_bridge.event_id.to_string(), "00000000-0000-0000-0000-0000000000bb");
         assert_eq!(from_bridge.created_at.to_rfc3339(), "2024-01-02T03:04:05+00:00");
-        assert_eq!(from_bridge.event, ping());
+        assert_eq!(*from_bridge.event, ping());
     }
 
     #[test]

@@ -132,7 +132,7 @@ mod tests {
         EventEnvelope {
             event_id: uuid::Uuid::nil(),
             event_type: EventType::Ping,
-            event: json!({"ping_id": uuid::Uuid::nil()}),
+            event: json!({"ping_id": uuid::Uuid::nil()}).into(),
             instance_id: uuid::Uuid::nil(),
             instance_name: "i".into(),
             created_at: chrono::DateTime::UNIX_EPOCH,

@@ -33,7 +33,7 @@ pub(crate) fn delivery(webhook_id: WebhookId, created_at: chrono::DateTime<Utc>)
     let envelope = EventEnvelope {
         event_id: Uuid::new_v4(),
         event_type: EventType::Ping,
-        event: json!({"ping_id": Uuid::new_v4()}),
+        event: json!({"ping_id": Uuid::new_v4()}).into(),
         instance_id: Uuid::nil(),
         instance_name: "test".into(),
         created_at,
@@ -463,7 +463,8 @@ async fn a_delivery_update_from_a_stale_version_conflicts(store: &dyn Store) {
 
 async fn every_field_of_a_delivery_reads_back_after_an_update(store: &dyn Store) {
     let mut entry = delivery(WebhookId::new(), Utc::now());
-    entry.envelope.event = json!({"task": {"nested": [1, 2.5, "three", null, {"deep": true}]}, "text": "ü ✓ \"q\""});
+    entry.envelope.event =
+        json!({"task": {"nested": [1, 2.5, "three", null, {"deep": true}]}, "text": "ü ✓ \"q\""}).into();
     entry.envelope.instance_name = "instance-ß".into();
     let mut same_event_other_webhook = entry.clone();
     same_event_other_webhook.webhook_id = WebhookId::new();
@@ -522,7 +523,7 @@ async fn a_reused_event_id_keeps_each_entrys_own_payload(store: &dyn Store) {
     let first = delivery(WebhookId::new(), Utc::now());
     let mut second = first.clone();
     second.webhook_id = WebhookId::new();
-    second.envelope.event = json!({"ping_id": Uuid::new_v4(), "other": "event"});
+    second.envelope.event = json!({"ping_id": Uuid::new_v4(), "other": "event"}).into();
     let mut third = second.clone();
     third.webhook_id = WebhookId::new();
     store.insert_delivery(&first).await.expect("insert first");

@@ -378,7 +378,7 @@ struct StoredEntry {
     #[serde(rename = "m")]
     instance_name: String,
     #[serde(rename = "p")]
-    event: serde_json::Value,
+    event: std::sync::Arc<serde_json::Value>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -214,7 +214,7 @@ fn one_kib_event() -> serde_json::Value {
 #[test]
 fn a_delivered_entry_of_a_one_kib_event_fits_in_one_write_unit() {
     let mut entry = delivery(WebhookId::new(), Utc::now());
-    entry.envelope.event = one_kib_event();
+    entry.envelope.event = one_kib_event().into();
     let payload = serde_json::to_string(&entry.envelope.event).expect("json").len();
     entry.attempts.push(Attempt {
         attempt: 1,
@@ -239,7 +239,7 @@ fn a_webhook_and_a_delivery_round_trip_through_their_items() {
     let hook = webhook("a", &[EventType::TaskCreated, EventType::Ping]);
     let mut entry = delivery(hook.webhook_id, Utc::now());
     entry.envelope.event =
-        json!({"nested": {"list": [1, "two", null, true], "big": 18_446_744_073_709_551_615_u64, "f": 1.0}});
+        json!({"nested": {"list": [1, "two", null, true], "big": 18_446_744_073_709_551_615_u64, "f": 1.0}}).into();
     entry.attempts.push(Attempt {
         attempt: 1,
         at: Utc::now(),
@@ -317,7 +317,7 @@ async fn first_layout_store(client: &Client) -> (String, Webhook, Vec<DeliveryLo
         let envelope = EventEnvelope {
             event_id: Uuid::new_v4(),
             event_type: EventType::TaskCreated,
-            event: json!({"n": 1.0, "minutes": minutes}),
+            event: json!({"n": 1.0, "minutes": minutes}).into(),
             instance_id: Uuid::nil(),
             instance_name: "old".into(),
             created_at: event_time,
@@ -351,7 +351,7 @@ async fn items_of_the_first_layout_read_and_a_sender_moves_the_entries_it_meets(
 
     assert_eq!(subscribers.iter().map(|w| w.webhook_id).collect::<Vec<_>>(), vec![hook.webhook_id]);
     assert_eq!(looked_up.event_id, entries[0].event_id);
-    assert_eq!(looked_up.envelope.event, json!({"n": 1.0, "minutes": 10}));
+    assert_eq!(*looked_up.envelope.event, json!({"n": 1.0, "minutes": 10}));
     assert_eq!(looked_up.created_at, entries[0].envelope.created_at, "ordered by the event's time now");
     let again = store.load_delivery(&key, Read::Latest).await.expect("load").expect("found");
     assert_eq!(again.state, DeliveryState::Succeeded);

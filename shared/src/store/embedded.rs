@@ -79,6 +79,36 @@ pub struct EmbeddedStore {
     reader: Option<Arc<Mutex<Connection>>>,
     /// Dropped with the last handle to the store, which stops the checkpoint thread.
     open: Option<Arc<mpsc::Sender<()>>>,
+    encoded: Arc<EncodedPayloads>,
+}
+
+/// The encodings of the event payloads stored last, by the payload's allocation: the entries of
+/// one fan-out share their event's payload, so it is encoded once, not once per subscriber.
+/// Each kept `Arc` holds its allocation, so no other payload can turn up at the same address,
+/// and a payload is never changed in place while shared.
+#[derive(Default)]
+struct EncodedPayloads(Mutex<std::collections::VecDeque<(Arc<serde_json::Value>, Arc<str>)>>);
+
+/// How many encodings are kept: about as many events as are fanned out at once.
+const ENCODED_PAYLOADS_KEPT: usize = 32;
+/// Larger payloads are encoded each time rather than kept.
+const ENCODED_PAYLOAD_MAX_BYTES: usize = 64 * 1024;
+
+impl EncodedPayloads {
+    fn encode(&self, payload: &Arc<serde_json::Value>) -> Result<String, StoreError> {
+        let Ok(mut kept) = self.0.lock() else { return to_json(payload.as_ref()) };
+        if let Some((_, text)) = kept.iter().find(|(kept, _)| Arc::ptr_eq(kept, payload)) {
+            return Ok(text.to_string());
+        }
+        let text = to_json(payload.as_ref())?;
+        if text.len() <= ENCODED_PAYLOAD_MAX_BYTES {
+            if kept.len() == ENCODED_PAYLOADS_KEPT {
+                kept.pop_front();
+            }
+            kept.push_back((payload.clone(), Arc::from(text.as_str())));
+        }
+        Ok(text)
+    }
 }
 
 /// How often the checkpoint thread copies committed WAL frames into the database file.
@@ -192,7 +222,7 @@ impl EmbeddedStore {
             .name("webhooks-store".into())
             .spawn(move || run_jobs(&connection, &queued))
             .map_err(|e| StoreError::Backend(format!("cannot start the store thread: {e}")))?;
-        Ok(Self { jobs, reader: None, open: None })
+        Ok(Self { jobs, reader: None, open: None, encoded: Arc::default() })
     }
 
     /// Runs `work` on the store thread inside the next commit. For work that is one statement
@@ -699,7 +729,7 @@ impl Store for EmbeddedStore {
                     payload.clone()
                 }
                 None => {
-                    let payload = to_json(&entry.envelope.event)?;
+                    let payload = self.encoded.encode(&entry.envelope.event)?;
                     events.push((entry.event_id, entry.expires_at, payload.clone()));
                     payload
                 }

@@ -63,7 +63,7 @@ async fn an_event_payload_is_stored_once_however_many_webhooks_it_goes_to() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(dir.path()).expect("open");
     let mut first = delivery(WebhookId::new(), Utc::now());
-    first.envelope.event = serde_json::json!({"marker": "PAYLOAD-MARKER"});
+    first.envelope.event = serde_json::json!({"marker": "PAYLOAD-MARKER"}).into();
     for webhook_id in [first.webhook_id, WebhookId::new(), WebhookId::new()] {
         let mut entry = first.clone();
         entry.webhook_id = webhook_id;
@@ -91,7 +91,7 @@ async fn a_store_from_before_payloads_moved_out_of_log_entries_is_upgraded_on_op
     same_event.webhook_id = WebhookId::new();
     let mut reused_id = entry.clone();
     reused_id.webhook_id = WebhookId::new();
-    reused_id.envelope.event = serde_json::json!({"a": "different event under the same id"});
+    reused_id.envelope.event = serde_json::json!({"a": "different event under the same id"}).into();
     {
         // Log entries as version 0 stored them: the payload inline, no `events` table.
         let old = rusqlite::Connection::open(dir.path().join("webhooks.db")).expect("raw connection");

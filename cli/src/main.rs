@@ -16,6 +16,8 @@ use clap::{CommandFactory, Parser};
 
 use args::{Cli, Command};
 
+/// glibc's malloc, shared by the runtime's workers and the store thread, spent much of
+/// `serve`'s time waiting on its arena locks (README, Performance).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

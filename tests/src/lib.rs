@@ -6,9 +6,11 @@ pub mod moto;
 mod receiver;
 pub mod runtime_api;
 mod sending;
+mod serve;
 
 pub use receiver::{Received, Receiver, Reply, most_within};
 pub use sending::{RecordingDeadLetters, RecordingQueue, TestSender};
+pub use serve::serve_http1;
 
 use std::sync::Arc;
 

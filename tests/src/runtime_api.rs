@@ -11,7 +11,6 @@
 #![allow(clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,9 +24,6 @@ use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -81,18 +77,8 @@ impl RuntimeApi {
             init_error: Mutex::default(),
             polls: AtomicU64::new(0),
         });
-        let serving = state.clone();
-        let server = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let per_connection = serving.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| {
-                        let state = per_connection.clone();
-                        async move { Ok::<_, Infallible>(state.answer(request).await) }
-                    });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-                });
-            }
+        let server = crate::serve_http1(listener, state.clone(), |state: Arc<State>, request| async move {
+            state.answer(request).await
         });
         Self { addr, state, queue, server }
     }

@@ -15,7 +15,6 @@
 //! key, so moto's recording can tell them apart from the sender's.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -23,9 +22,6 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -81,18 +77,8 @@ impl Proxy {
             locks: Mutex::default(),
             calls: Mutex::default(),
         });
-        let serving = state.clone();
-        let server = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let per_connection = serving.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| {
-                        let state = per_connection.clone();
-                        async move { Ok::<_, Infallible>(state.handle(request).await) }
-                    });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-                });
-            }
+        let server = webhooks_tests::serve_http1(listener, state.clone(), |state: Arc<State>, request| async move {
+            state.handle(request).await
         });
         Ok(Self { addr, state, server })
     }

@@ -47,9 +47,7 @@ pub struct Schema {
 impl Schema {
     /// The first `AWS::DynamoDB::Table` in a CloudFormation/SAM template.
     pub fn from_template(yaml: &str) -> Result<Self, String> {
-        let template: Value = serde_norway::from_str::<serde_norway::Value>(yaml)
-            .map_err(|e| format!("template: {e}"))
-            .and_then(|v| yaml_to_json(&v))?;
+        let template = parse_template(yaml)?;
         let resources = template["Resources"].as_object().ok_or("template: no Resources")?;
         let table = resources
             .values()
@@ -267,18 +265,27 @@ fn yaml_to_json(value: &serde_norway::Value) -> Result<Value, String> {
     })
 }
 
-/// A numeric property (`MemorySize`, `Timeout`) of the function whose build metadata names
-/// `binary`, else the template's `Globals.Function` value.
-pub fn function_property(yaml: &str, binary: &str, property: &str) -> Result<u64, String> {
-    let template: Value = serde_norway::from_str::<serde_norway::Value>(yaml)
+fn parse_template(yaml: &str) -> Result<Value, String> {
+    serde_norway::from_str::<serde_norway::Value>(yaml)
         .map_err(|e| format!("template: {e}"))
-        .and_then(|v| yaml_to_json(&v))?;
-    let function = template["Resources"]
+        .and_then(|v| yaml_to_json(&v))
+}
+
+/// The function resource whose build metadata names `binary`.
+fn function_resource<'t>(template: &'t Value, binary: &str) -> Option<&'t Value> {
+    template["Resources"]
         .as_object()
         .into_iter()
         .flatten()
         .map(|(_, r)| r)
-        .find(|r| r["Metadata"]["BuildProperties"]["Binary"] == binary);
+        .find(|r| r["Metadata"]["BuildProperties"]["Binary"] == binary)
+}
+
+/// A numeric property (`MemorySize`, `Timeout`) of the function whose build metadata names
+/// `binary`, else the template's `Globals.Function` value.
+pub fn function_property(yaml: &str, binary: &str, property: &str) -> Result<u64, String> {
+    let template = parse_template(yaml)?;
+    let function = function_resource(&template, binary);
     function
         .and_then(|f| f["Properties"][property].as_u64())
         .or_else(|| template["Globals"]["Function"][property].as_u64())
@@ -289,15 +296,8 @@ pub fn function_property(yaml: &str, binary: &str, property: &str) -> Result<u64
 /// function's own variables, each a literal or a `!Ref` to a parameter with a default (others,
 /// such as references to resources, are left out).
 pub fn function_environment(yaml: &str, binary: &str) -> Result<Vec<(String, String)>, String> {
-    let template: Value = serde_norway::from_str::<serde_norway::Value>(yaml)
-        .map_err(|e| format!("template: {e}"))
-        .and_then(|v| yaml_to_json(&v))?;
-    let function = template["Resources"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(_, r)| r)
-        .find(|r| r["Metadata"]["BuildProperties"]["Binary"] == binary);
+    let template = parse_template(yaml)?;
+    let function = function_resource(&template, binary);
     let resolve = |value: &Value| match value {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),

@@ -18,7 +18,52 @@ use webhooks::{App, Config};
 
 use crate::process::{cpu_seconds, current_rss_mib, peak_rss_mib, percentile};
 
+pub async fn raw_hyper(url: &str, requests: usize, concurrency: usize, body_bytes: usize) -> Result<(), String> {
+    use http_body_util::{BodyExt, Full};
+    let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| e.to_string())?;
+    let body = bytes::Bytes::from(json!({"padding": "x".repeat(body_bytes)}).to_string());
+    let next = Arc::new(AtomicUsize::new(0));
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, body, next, uri) = (client.clone(), body.clone(), next.clone(), uri.clone());
+            tokio::spawn(async move {
+                let mut failed = 0;
+                while next.fetch_add(1, Ordering::Relaxed) < requests {
+                    let request = http::Request::post(uri.clone())
+                        .header("content-type", "application/json")
+                        .body(Full::new(body.clone()));
+                    let Ok(request) = request else {
+                        failed += 1;
+                        continue;
+                    };
+                    match client.request(request).await {
+                        Ok(response) if response.status().is_success() => {
+                            let _ = response.into_body().collect().await;
+                        }
+                        _ => failed += 1,
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    let mut failed = 0;
+    for worker in workers {
+        failed += worker.await.map_err(|e| e.to_string())?;
+    }
+    report("raw-hyper", requests - failed, failed, started.elapsed(), cpu_seconds() - cpu_before, &mut []);
+    Ok(())
+}
+
 pub async fn raw(url: &str, requests: usize, concurrency: usize, body_bytes: usize) -> Result<(), String> {
+    if std::env::var("BENCH_CLIENT").as_deref() == Ok("hyper") {
+        return raw_hyper(url, requests, concurrency, body_bytes).await;
+    }
     let client = reqwest::Client::builder().build().map_err(|e| e.to_string())?;
     let body = bytes::Bytes::from(json!({"padding": "x".repeat(body_bytes)}).to_string());
     let next = Arc::new(AtomicUsize::new(0));

@@ -80,6 +80,46 @@ pub struct EmbeddedStore {
     /// Dropped with the last handle to the store, which stops the checkpoint thread.
     open: Option<Arc<mpsc::Sender<()>>>,
     encoded: Arc<EncodedPayloads>,
+    subscribers: Arc<SubscriberCache>,
+}
+
+/// Each event type's subscribers as last read, and the webhooks generation (a counter every
+/// webhook write raises in its own transaction) they were read at. A lookup reads the
+/// generation, one small row, and reuses the list while it is unchanged: another process
+/// writing the same file raises it too, so no write is missed.
+#[derive(Default)]
+struct SubscriberCache(Mutex<Option<(i64, std::collections::HashMap<EventType, Vec<Webhook>>)>>);
+
+impl SubscriberCache {
+    fn get(&self, generation: i64, event_type: EventType) -> Option<Vec<Webhook>> {
+        let cached = self.0.lock().ok()?;
+        match cached.as_ref() {
+            Some((at, lists)) if *at == generation => lists.get(&event_type).cloned(),
+            _ => None,
+        }
+    }
+
+    /// Keeps `list`, read after `generation` was: if a write came in between, the list is newer
+    /// than the generation says, and the next lookup reads it again.
+    fn put(&self, generation: i64, event_type: EventType, list: &[Webhook]) {
+        let Ok(mut cached) = self.0.lock() else { return };
+        match cached.as_mut() {
+            Some((at, lists)) if *at == generation => {
+                lists.insert(event_type, list.to_vec());
+            }
+            _ => *cached = Some((generation, [(event_type, list.to_vec())].into_iter().collect())),
+        }
+    }
+}
+
+/// Raises the webhooks generation, inside the transaction of a webhook write.
+fn webhooks_written(connection: &Connection) -> Result<(), StoreError> {
+    connection
+        .prepare_cached("UPDATE generations SET value = value + 1 WHERE name = 'webhooks'")
+        .map_err(db)?
+        .execute([])
+        .map_err(db)
+        .map(|_| ())
 }
 
 /// The encodings of the event payloads stored last, by the payload's allocation: the entries of
@@ -222,7 +262,7 @@ impl EmbeddedStore {
             .name("webhooks-store".into())
             .spawn(move || run_jobs(&connection, &queued))
             .map_err(|e| StoreError::Backend(format!("cannot start the store thread: {e}")))?;
-        Ok(Self { jobs, reader: None, open: None, encoded: Arc::default() })
+        Ok(Self { jobs, reader: None, open: None, encoded: Arc::default(), subscribers: Arc::default() })
     }
 
     /// Runs `work` on the store thread inside the next commit. For work that is one statement
@@ -451,6 +491,55 @@ fn migrate(connection: &Connection) -> Result<(), StoreError> {
             )
             .map_err(|err| StoreError::Backend(format!("cannot upgrade the store to version 2: {err}")))?;
     }
+    if version < 3 {
+        // Version 3 keys log entries by (event, webhook) through the event's sequence number
+        // instead of by (webhook, event id). Event ids are producers' random UUIDs, so an index
+        // on them takes each new entry to a random page, and each commit wrote about one page
+        // per entry for it alone; sequence numbers grow, so new entries share the last pages.
+        // An entry whose event row is missing (none should be) gets one from its own payload.
+        // `generations` counts the writes to webhooks, so a process can keep the subscribers it
+        // read for as long as no process has written a webhook since.
+        connection
+            .execute_batch(
+                "BEGIN IMMEDIATE;
+                 CREATE TABLE events_v3 (
+                     seq INTEGER PRIMARY KEY,
+                     event_id TEXT NOT NULL UNIQUE,
+                     expires_at INTEGER NOT NULL,
+                     payload TEXT NOT NULL
+                 );
+                 INSERT INTO events_v3 (event_id, expires_at, payload)
+                     SELECT event_id, expires_at, payload FROM events ORDER BY rowid;
+                 INSERT INTO events_v3 (event_id, expires_at, payload)
+                     SELECT event_id, MAX(expires_at), COALESCE(MIN(payload), 'null') FROM deliveries
+                     WHERE event_id NOT IN (SELECT event_id FROM events_v3) GROUP BY event_id;
+                 CREATE TABLE deliveries_v3 (
+                     event_seq INTEGER NOT NULL,
+                     webhook_id TEXT NOT NULL,
+                     created_key TEXT NOT NULL,
+                     state TEXT NOT NULL,
+                     version INTEGER NOT NULL,
+                     expires_at INTEGER NOT NULL,
+                     record TEXT NOT NULL,
+                     payload TEXT,
+                     PRIMARY KEY (event_seq, webhook_id)
+                 );
+                 INSERT INTO deliveries_v3
+                         (event_seq, webhook_id, created_key, state, version, expires_at, record, payload)
+                     SELECT e.seq, d.webhook_id, d.created_key, d.state, d.version, d.expires_at, d.record, d.payload
+                     FROM deliveries d JOIN events_v3 e ON e.event_id = d.event_id ORDER BY e.seq;
+                 DROP TABLE deliveries;
+                 DROP TABLE events;
+                 ALTER TABLE events_v3 RENAME TO events;
+                 ALTER TABLE deliveries_v3 RENAME TO deliveries;
+                 CREATE INDEX deliveries_by_time ON deliveries (webhook_id, created_key);
+                 CREATE TABLE generations (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                 INSERT INTO generations (name, value) VALUES ('webhooks', 0);
+                 PRAGMA user_version = 3;
+                 COMMIT;",
+            )
+            .map_err(|err| StoreError::Backend(format!("cannot upgrade the store to version 3: {err}")))?;
+    }
     Ok(())
 }
 
@@ -612,6 +701,7 @@ impl Store for EmbeddedStore {
             if inserted == 0 {
                 return Err(StoreError::Conflict);
             }
+            webhooks_written(connection)?;
             insert_subscriptions(connection, &webhook)
         })
         .await
@@ -649,6 +739,7 @@ impl Store for EmbeddedStore {
                 .map_err(db)?
                 .execute(params![id])
                 .map_err(db)?;
+            webhooks_written(connection)?;
             insert_subscriptions(connection, &webhook)
         })
         .await
@@ -661,6 +752,7 @@ impl Store for EmbeddedStore {
             if deleted == 0 {
                 return Err(StoreError::NotFound);
             }
+            webhooks_written(connection)?;
             connection.execute("DELETE FROM subscriptions WHERE webhook_id = ?1", params![id]).map_err(db)?;
             connection.execute("DELETE FROM failures WHERE webhook_id = ?1", params![id]).map_err(db)?;
             connection.execute("DELETE FROM rate_limits WHERE webhook_id = ?1", params![id]).map_err(db)?;
@@ -703,14 +795,29 @@ impl Store for EmbeddedStore {
     }
 
     async fn subscribers(&self, event_type: EventType) -> Result<Vec<Webhook>, StoreError> {
+        let generation: i64 = self
+            .read(|connection| {
+                connection
+                    .prepare_cached("SELECT value FROM generations WHERE name = 'webhooks'")
+                    .map_err(db)?
+                    .query_row([], |row| row.get(0))
+                    .map_err(db)
+            })
+            .await?;
+        if let Some(list) = self.subscribers.get(generation, event_type) {
+            return Ok(list);
+        }
         // `*` rows reach every OneFuzz type, never an operational one (SPEC §9.2).
         let wildcard = if event_type.matched_by_wildcard() { EventPattern::ALL_NAME } else { "" };
-        self.read_records::<Webhook>(
-            "SELECT w.record FROM webhooks w WHERE w.webhook_id IN
-             (SELECT s.webhook_id FROM subscriptions s WHERE s.event_type = ?1 OR s.event_type = ?2)",
-            vec![text(event_type.as_str()), text(wildcard)],
-        )
-        .await
+        let list = self
+            .read_records::<Webhook>(
+                "SELECT w.record FROM webhooks w WHERE w.webhook_id IN
+                 (SELECT s.webhook_id FROM subscriptions s WHERE s.event_type = ?1 OR s.event_type = ?2)",
+                vec![text(event_type.as_str()), text(wildcard)],
+            )
+            .await?;
+        self.subscribers.put(generation, event_type, &list);
+        Ok(list)
     }
 
     async fn insert_delivery(&self, entry: &DeliveryLog) -> Result<bool, StoreError> {
@@ -736,7 +843,6 @@ impl Store for EmbeddedStore {
             };
             let row = [
                 text(entry.webhook_id),
-                text(entry.event_id),
                 Value::Text(created_key(entry)),
                 text(entry.state.as_str()),
                 Value::Integer(entry.version as i64),
@@ -754,25 +860,26 @@ impl Store for EmbeddedStore {
                      WHERE excluded.expires_at > events.expires_at",
                 )
                 .map_err(db)?;
-            let mut stored = connection.prepare_cached("SELECT payload FROM events WHERE event_id = ?1").map_err(db)?;
-            // Events whose stored payload is another one: a producer reused the id. Their
-            // entries keep their own payload.
-            let mut differing: Vec<Uuid> = Vec::new();
+            // The comparison runs in SQLite: reading the payload back would copy it out per entry.
+            let mut stored =
+                connection.prepare_cached("SELECT seq, payload = ?2 FROM events WHERE event_id = ?1").map_err(db)?;
+            // Each event's sequence number, and whether its stored payload is another one (a
+            // producer reused the id): entries of those keep their own payload.
+            let mut sequenced: Vec<(Uuid, i64, bool)> = Vec::with_capacity(events.len());
             for (event_id, expires_at, payload) in &events {
                 let id = event_id.to_string();
                 upsert.execute(params![id, expires_at, payload]).map_err(db)?;
-                let kept: String = stored.query_row(params![id], |row| row.get(0)).map_err(db)?;
-                if kept != *payload {
-                    differing.push(*event_id);
-                }
+                let (seq, same): (i64, bool) =
+                    stored.query_row(params![id, payload], |row| Ok((row.get(0)?, row.get(1)?))).map_err(db)?;
+                sequenced.push((*event_id, seq, !same));
             }
             // An entry past retention counts as gone, purged or not: a new one replaces it.
             let mut insert = connection
                 .prepare_cached(
                     "INSERT INTO deliveries
-                         (webhook_id, event_id, created_key, state, version, expires_at, record, payload)
+                         (event_seq, webhook_id, created_key, state, version, expires_at, record, payload)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (webhook_id, event_id) DO UPDATE SET
+                     ON CONFLICT (event_seq, webhook_id) DO UPDATE SET
                          created_key = excluded.created_key, state = excluded.state, version = excluded.version,
                          expires_at = excluded.expires_at, record = excluded.record, payload = excluded.payload
                      WHERE deliveries.expires_at < ?9",
@@ -781,8 +888,14 @@ impl Store for EmbeddedStore {
             let unexpired_from = unexpired_from();
             rows.into_iter()
                 .map(|(row, event_id, payload)| {
-                    let own_payload = if differing.contains(&event_id) { Value::Text(payload) } else { Value::Null };
-                    let values = row.into_iter().chain([own_payload, unexpired_from.clone()]);
+                    let (seq, differs) = sequenced
+                        .iter()
+                        .find(|(id, ..)| *id == event_id)
+                        .map(|(_, seq, differs)| (*seq, *differs))
+                        .ok_or_else(|| StoreError::Backend("an entry's event was not stored".into()))?;
+                    let own_payload = if differs { Value::Text(payload) } else { Value::Null };
+                    let values =
+                        std::iter::once(Value::Integer(seq)).chain(row).chain([own_payload, unexpired_from.clone()]);
                     insert.execute(params_from_iter(values)).map(|n| n == 1).map_err(db)
                 })
                 .collect()
@@ -793,8 +906,8 @@ impl Store for EmbeddedStore {
     async fn get_delivery(&self, webhook_id: WebhookId, event_id: Uuid) -> Result<Option<DeliveryLog>, StoreError> {
         let mut found = self
             .read_deliveries(
-                "SELECT d.record, COALESCE(d.payload, e.payload) FROM deliveries d LEFT JOIN events e ON e.event_id = d.event_id
-                 WHERE d.webhook_id = ?1 AND d.event_id = ?2 AND d.expires_at >= ?3",
+                "SELECT d.record, COALESCE(d.payload, e.payload) FROM events e JOIN deliveries d ON d.event_seq = e.seq
+                 WHERE e.event_id = ?2 AND d.webhook_id = ?1 AND d.expires_at >= ?3",
                 vec![text(webhook_id), text(event_id), unexpired_from()],
             )
             .await?;
@@ -816,7 +929,8 @@ impl Store for EmbeddedStore {
                 let updated = connection
                     .prepare_cached(
                         "UPDATE deliveries SET state = ?3, version = ?4, expires_at = ?5, record = ?6
-                         WHERE webhook_id = ?1 AND event_id = ?2 AND version = ?7",
+                         WHERE event_seq = (SELECT seq FROM events WHERE event_id = ?2) AND webhook_id = ?1
+                         AND version = ?7",
                     )
                     .map_err(db)?
                     .execute(params_from_iter(values.iter()))
@@ -848,7 +962,7 @@ impl Store for EmbeddedStore {
         let items = match state {
             None => {
                 self.read_deliveries(
-                    "SELECT d.record, COALESCE(d.payload, e.payload) FROM deliveries d LEFT JOIN events e ON e.event_id = d.event_id
+                    "SELECT d.record, COALESCE(d.payload, e.payload) FROM deliveries d LEFT JOIN events e ON e.seq = d.event_seq
                      WHERE d.webhook_id = ?1 AND d.created_key < ?2 AND d.expires_at >= ?4
                      ORDER BY d.created_key DESC LIMIT ?3",
                     vec![text(webhook_id), text(before), fetch, unexpired_from()],
@@ -857,7 +971,7 @@ impl Store for EmbeddedStore {
             }
             Some(state) => {
                 self.read_deliveries(
-                    "SELECT d.record, COALESCE(d.payload, e.payload) FROM deliveries d LEFT JOIN events e ON e.event_id = d.event_id
+                    "SELECT d.record, COALESCE(d.payload, e.payload) FROM deliveries d LEFT JOIN events e ON e.seq = d.event_seq
                      WHERE d.webhook_id = ?1 AND d.created_key < ?2 AND d.state = ?3 AND d.expires_at >= ?5
                      ORDER BY d.created_key DESC LIMIT ?4",
                     vec![text(webhook_id), text(before), text(state.as_str()), fetch, unexpired_from()],
@@ -876,7 +990,7 @@ impl Store for EmbeddedStore {
     ) -> Result<Vec<DeliveryLog>, StoreError> {
         let from = sortable_time(since);
         self.read_deliveries(
-            "SELECT d.record, COALESCE(d.payload, e.payload) FROM deliveries d LEFT JOIN events e ON e.event_id = d.event_id
+            "SELECT d.record, COALESCE(d.payload, e.payload) FROM deliveries d LEFT JOIN events e ON e.seq = d.event_seq
              WHERE d.webhook_id = ?1 AND d.created_key >= ?2 AND d.state = ?3 AND d.expires_at >= ?4
              ORDER BY d.created_key",
             vec![text(webhook_id), text(from), text(state.as_str()), unexpired_from()],

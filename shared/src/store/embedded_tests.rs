@@ -208,3 +208,92 @@ async fn committed_pages_reach_the_database_file_while_the_store_stays_open() {
 
     assert!(size() >= before + 100 * 1024, "the database file grew from {before} to only {} bytes", size());
 }
+
+#[tokio::test]
+async fn a_store_from_before_entries_were_keyed_by_event_sequence_is_upgraded_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let entry = delivery(WebhookId::new(), Utc::now());
+    let mut same_event = entry.clone();
+    same_event.webhook_id = WebhookId::new();
+    let mut reused_id = entry.clone();
+    reused_id.webhook_id = WebhookId::new();
+    reused_id.envelope.event = serde_json::json!({"a": "different event under the same id"}).into();
+    let stored = |entry: &crate::domain::DeliveryLog| {
+        let mut record = serde_json::to_value(entry).unwrap();
+        record["envelope"]["event"] = serde_json::Value::Null;
+        record.to_string()
+    };
+    {
+        // Version 2's layout: entries keyed by (webhook id, event id), payloads by event id.
+        let old = rusqlite::Connection::open(dir.path().join("webhooks.db")).expect("raw connection");
+        old.execute_batch(
+            "CREATE TABLE deliveries (webhook_id TEXT NOT NULL, event_id TEXT NOT NULL, created_key TEXT NOT NULL,
+                 state TEXT NOT NULL, version INTEGER NOT NULL, expires_at INTEGER NOT NULL, record TEXT NOT NULL,
+                 payload TEXT, PRIMARY KEY (webhook_id, event_id));
+             CREATE INDEX deliveries_by_time ON deliveries (webhook_id, created_key);
+             CREATE TABLE events (event_id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL, payload TEXT NOT NULL);
+             CREATE TABLE tasks (task_id TEXT PRIMARY KEY, due_ms INTEGER NOT NULL, body TEXT NOT NULL,
+                 receive_count INTEGER NOT NULL DEFAULT 0);
+             PRAGMA user_version = 2;",
+        )
+        .expect("version 2 schema");
+        old.execute(
+            "INSERT INTO events (event_id, expires_at, payload) VALUES (?1, ?2, ?3)",
+            rusqlite::params![entry.event_id.to_string(), entry.expires_at, entry.envelope.event.to_string()],
+        )
+        .expect("event row");
+        for (old_entry, own_payload) in
+            [(&entry, None), (&same_event, None), (&reused_id, Some(reused_id.envelope.event.to_string()))]
+        {
+            old.execute(
+                "INSERT INTO deliveries (webhook_id, event_id, created_key, state, version, expires_at, record, payload)
+                 VALUES (?1, ?2, ?3, 'queued', 0, ?4, ?5, ?6)",
+                rusqlite::params![
+                    old_entry.webhook_id.to_string(),
+                    old_entry.event_id.to_string(),
+                    format!("{}#{}", old_entry.created_at.format("%Y-%m-%dT%H:%M:%S%.9fZ"), old_entry.event_id),
+                    old_entry.expires_at,
+                    stored(old_entry),
+                    own_payload,
+                ],
+            )
+            .expect("version 2 row");
+        }
+    }
+
+    let store = EmbeddedStore::open(dir.path()).expect("open upgrades");
+    let mut updated = entry.clone();
+    updated.version = 1;
+    updated.state = DeliveryState::Failed;
+    store.update_delivery(&updated).await.expect("update");
+
+    assert_eq!(store.get_delivery(entry.webhook_id, entry.event_id).await.expect("get"), Some(updated.clone()));
+    assert_eq!(store.get_delivery(same_event.webhook_id, entry.event_id).await.expect("get"), Some(same_event.clone()));
+    assert_eq!(store.get_delivery(reused_id.webhook_id, entry.event_id).await.expect("get"), Some(reused_id));
+    // The (webhook, event) key survived the upgrade: the same delivery cannot be logged twice.
+    assert!(!store.insert_delivery(&same_event).await.expect("insert again"));
+    let listed = store.list_deliveries(entry.webhook_id, None, PageRequest { limit: 10, cursor: None }).await;
+    assert_eq!(listed.expect("list").items, vec![updated]);
+}
+
+#[tokio::test]
+async fn subscribers_follow_webhook_writes_made_by_another_process_on_the_same_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let writer = EmbeddedStore::open(dir.path()).expect("open writer");
+    let reader = EmbeddedStore::open(dir.path()).expect("open reader");
+    let mut hook = webhook("shared file", &[EventType::TaskCreated]);
+    assert!(reader.subscribers(EventType::TaskCreated).await.expect("subs").is_empty());
+
+    writer.create_webhook(&hook).await.expect("create");
+    let after_create = reader.subscribers(EventType::TaskCreated).await.expect("subs");
+    hook.name = crate::domain::WebhookName::parse("renamed").expect("name");
+    hook.version += 1;
+    writer.update_webhook(&hook).await.expect("update");
+    let after_update = reader.subscribers(EventType::TaskCreated).await.expect("subs");
+    writer.delete_webhook(hook.webhook_id).await.expect("delete");
+    let after_delete = reader.subscribers(EventType::TaskCreated).await.expect("subs");
+
+    assert_eq!(after_create.len(), 1);
+    assert_eq!(after_update.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["renamed"]);
+    assert!(after_delete.is_empty());
+}

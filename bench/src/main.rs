@@ -28,7 +28,8 @@ enum Mode {
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
     },
-    /// Plain POSTs of delivery-sized bodies from one reqwest client: the limit to compare with.
+    /// Plain POSTs of delivery-sized bodies from one pooled hyper client (the delivery client's
+    /// transport): the limit to compare with.
     Raw {
         #[arg(long)]
         url: String,

@@ -18,7 +18,8 @@ use webhooks::{App, Config};
 
 use crate::process::{cpu_seconds, current_rss_mib, peak_rss_mib, percentile};
 
-pub async fn raw_hyper(url: &str, requests: usize, concurrency: usize, body_bytes: usize) -> Result<(), String> {
+/// Plain POSTs through hyper's pooled client, the transport the delivery client uses.
+pub async fn raw(url: &str, requests: usize, concurrency: usize, body_bytes: usize) -> Result<(), String> {
     use http_body_util::{BodyExt, Full};
     let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -44,42 +45,6 @@ pub async fn raw_hyper(url: &str, requests: usize, concurrency: usize, body_byte
                     match client.request(request).await {
                         Ok(response) if response.status().is_success() => {
                             let _ = response.into_body().collect().await;
-                        }
-                        _ => failed += 1,
-                    }
-                }
-                failed
-            })
-        })
-        .collect();
-    let mut failed = 0;
-    for worker in workers {
-        failed += worker.await.map_err(|e| e.to_string())?;
-    }
-    report("raw-hyper", requests - failed, failed, started.elapsed(), cpu_seconds() - cpu_before, &mut []);
-    Ok(())
-}
-
-pub async fn raw(url: &str, requests: usize, concurrency: usize, body_bytes: usize) -> Result<(), String> {
-    if std::env::var("BENCH_CLIENT").as_deref() == Ok("hyper") {
-        return raw_hyper(url, requests, concurrency, body_bytes).await;
-    }
-    let client = reqwest::Client::builder().build().map_err(|e| e.to_string())?;
-    let body = bytes::Bytes::from(json!({"padding": "x".repeat(body_bytes)}).to_string());
-    let next = Arc::new(AtomicUsize::new(0));
-    let cpu_before = cpu_seconds();
-    let started = Instant::now();
-    let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (client, body, next, url) = (client.clone(), body.clone(), next.clone(), url.to_owned());
-            tokio::spawn(async move {
-                let mut failed = 0;
-                while next.fetch_add(1, Ordering::Relaxed) < requests {
-                    let sent =
-                        client.post(&url).header("content-type", "application/json").body(body.clone()).send().await;
-                    match sent {
-                        Ok(response) if response.status().is_success() => {
-                            let _ = response.bytes().await;
                         }
                         _ => failed += 1,
                     }

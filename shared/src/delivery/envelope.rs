@@ -4,7 +4,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::domain::{EventEnvelope, MessageFormat, Webhook, WebhookId};
@@ -18,7 +18,7 @@ struct OnefuzzBody<'a> {
     webhook_id: WebhookId,
     event_id: Uuid,
     event_type: EventType,
-    event: &'a Value,
+    event: &'a RawValue,
     instance_id: Uuid,
     instance_name: &'a str,
     created_at: String,
@@ -31,7 +31,7 @@ struct EventGridEvent<'a> {
     event_type: EventType,
     subject: &'a str,
     event_time: String,
-    data: &'a Value,
+    data: &'a RawValue,
     data_version: &'static str,
 }
 
@@ -44,7 +44,7 @@ struct CloudEvent<'a> {
     kind: EventType,
     time: String,
     datacontenttype: &'static str,
-    data: &'a Value,
+    data: &'a RawValue,
 }
 
 fn rfc3339(time: DateTime<Utc>) -> String {
@@ -57,12 +57,15 @@ pub fn body(
     format: MessageFormat,
     envelope: &EventEnvelope,
 ) -> Result<(Vec<u8>, &'static str), serde_json::Error> {
+    // Encoded once per event, not once per subscriber; the bytes are the same.
+    let event = crate::domain::payload::encoded(&envelope.event)?;
+    let event = event.as_ref();
     match format {
         MessageFormat::Onefuzz => serde_json::to_vec(&OnefuzzBody {
             webhook_id,
             event_id: envelope.event_id,
             event_type: envelope.event_type,
-            event: &envelope.event,
+            event,
             instance_id: envelope.instance_id,
             instance_name: &envelope.instance_name,
             created_at: rfc3339(envelope.created_at),
@@ -73,7 +76,7 @@ pub fn body(
             event_type: envelope.event_type,
             subject: &envelope.instance_name,
             event_time: rfc3339(envelope.created_at),
-            data: &envelope.event,
+            data: event,
             data_version: "1.0.0",
         }])
         .map(|bytes| (bytes, "application/json")),
@@ -84,7 +87,7 @@ pub fn body(
             kind: envelope.event_type,
             time: rfc3339(envelope.created_at),
             datacontenttype: "application/json",
-            data: &envelope.event,
+            data: event,
         })
         .map(|bytes| (bytes, "application/cloudevents+json")),
     }
@@ -147,6 +150,8 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
     use crate::domain::{CustomHeaders, NewWebhook, SecretToken, WebhookName, WebhookUrl};
     use serde_json::json;

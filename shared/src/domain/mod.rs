@@ -4,6 +4,7 @@
 mod delivery;
 mod options;
 mod pattern;
+pub mod payload;
 mod rate;
 mod retry;
 mod webhook;

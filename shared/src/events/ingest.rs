@@ -23,10 +23,15 @@ pub struct IngestDefaults {
     pub instance_name: String,
 }
 
-#[derive(Deserialize)]
 struct EventMessageIn {
-    event_type: String,
     event: Value,
+    fields: EventFields,
+}
+
+/// Everything of a message but its payload.
+#[derive(Deserialize)]
+struct EventFields {
+    event_type: String,
     #[serde(default)]
     event_id: Option<Uuid>,
     #[serde(default)]
@@ -35,6 +40,61 @@ struct EventMessageIn {
     instance_name: Option<String>,
     #[serde(default)]
     created_at: Option<DateTime<Utc>>,
+}
+
+impl EventMessageIn {
+    /// Only the small fields go through serde (the payload is skipped, then moved out as it
+    /// is): tracking the path of every value in a payload would cost more than the rest of
+    /// the parse. A message that does not parse this way is parsed again with paths, for the
+    /// error that names where it is wrong.
+    fn parse(mut value: Value) -> Result<Self, ParseError> {
+        if let Ok(fields) = EventFields::deserialize(&value)
+            && let Some(event) = value.as_object_mut().and_then(|object| object.remove("event"))
+        {
+            return Ok(Self { event, fields });
+        }
+        Self::parse_with_paths(value)
+    }
+
+    fn parse_with_paths(value: Value) -> Result<Self, ParseError> {
+        #[derive(Deserialize)]
+        struct Whole {
+            event_type: String,
+            event: Value,
+            #[serde(default)]
+            event_id: Option<Uuid>,
+            #[serde(default)]
+            instance_id: Option<Uuid>,
+            #[serde(default)]
+            instance_name: Option<String>,
+            #[serde(default)]
+            created_at: Option<DateTime<Utc>>,
+        }
+        let whole: Whole = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                ParseError::new(e.inner().to_string())
+            } else {
+                ParseError::new(format!("{path}: {}", e.inner()))
+            }
+        })?;
+        let Whole { event_type, event, event_id, instance_id, instance_name, created_at } = whole;
+        Ok(Self { event, fields: EventFields { event_type, event_id, instance_id, instance_name, created_at } })
+    }
+}
+
+/// Counts the bytes of a serialisation without keeping them.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A stable event id for a queue message the producer gave none: the same message id always
@@ -50,26 +110,20 @@ pub fn parse_event_message(
     defaults: &IngestDefaults,
     now: DateTime<Utc>,
 ) -> Result<EventEnvelope, ParseError> {
-    let message: EventMessageIn = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
-            ParseError::new(e.inner().to_string())
-        } else {
-            ParseError::new(format!("{path}: {}", e.inner()))
-        }
-    })?;
-    let event_type = EventType::parse(&message.event_type)?;
-    let size = serde_json::to_vec(&message.event).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
+    let EventMessageIn { event, fields } = EventMessageIn::parse(value)?;
+    let event_type = EventType::parse(&fields.event_type)?;
+    let mut size = ByteCount(0);
+    let size = serde_json::to_writer(&mut size, &event).map(|()| size.0).unwrap_or(usize::MAX);
     if size > MAX_EVENT_BYTES {
         return Err(ParseError::new(format!("event: {size} bytes is over the {MAX_EVENT_BYTES}-byte limit")));
     }
-    event_type.validate(&message.event)?;
+    event_type.validate(&event)?;
     Ok(EventEnvelope {
-        event_id: message.event_id.unwrap_or(fallback_id),
+        event_id: fields.event_id.unwrap_or(fallback_id),
         event_type,
-        event: message.event.into(),
-        instance_id: message.instance_id.unwrap_or(defaults.instance_id),
-        instance_name: message.instance_name.unwrap_or_else(|| defaults.instance_name.clone()),
-        created_at: message.created_at.unwrap_or(now),
+        event: event.into(),
+        instance_id: fields.instance_id.unwrap_or(defaults.instance_id),
+        instance_name: fields.instance_name.unwrap_or_else(|| defaults.instance_name.clone()),
+        created_at: fields.created_at.unwrap_or(now),
     })
 }

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -79,7 +80,6 @@ pub struct EmbeddedStore {
     reader: Option<Arc<Mutex<Connection>>>,
     /// Dropped with the last handle to the store, which stops the checkpoint thread.
     open: Option<Arc<mpsc::Sender<()>>>,
-    encoded: Arc<EncodedPayloads>,
     subscribers: Arc<SubscriberCache>,
 }
 
@@ -88,7 +88,9 @@ pub struct EmbeddedStore {
 /// generation, one small row, and reuses the list while it is unchanged: another process
 /// writing the same file raises it too, so no write is missed.
 #[derive(Default)]
-struct SubscriberCache(Mutex<Option<(i64, std::collections::HashMap<EventType, Vec<Webhook>>)>>);
+struct SubscriberCache(Mutex<Option<(i64, SubscriberLists)>>);
+
+type SubscriberLists = std::collections::HashMap<EventType, Vec<Webhook>>;
 
 impl SubscriberCache {
     fn get(&self, generation: i64, event_type: EventType) -> Option<Vec<Webhook>> {
@@ -120,35 +122,6 @@ fn webhooks_written(connection: &Connection) -> Result<(), StoreError> {
         .execute([])
         .map_err(db)
         .map(|_| ())
-}
-
-/// The encodings of the event payloads stored last, by the payload's allocation: the entries of
-/// one fan-out share their event's payload, so it is encoded once, not once per subscriber.
-/// Each kept `Arc` holds its allocation, so no other payload can turn up at the same address,
-/// and a payload is never changed in place while shared.
-#[derive(Default)]
-struct EncodedPayloads(Mutex<std::collections::VecDeque<(Arc<serde_json::Value>, Arc<str>)>>);
-
-/// How many encodings are kept: about as many events as are fanned out at once.
-const ENCODED_PAYLOADS_KEPT: usize = 32;
-/// Larger payloads are encoded each time rather than kept.
-const ENCODED_PAYLOAD_MAX_BYTES: usize = 64 * 1024;
-
-impl EncodedPayloads {
-    fn encode(&self, payload: &Arc<serde_json::Value>) -> Result<String, StoreError> {
-        let Ok(mut kept) = self.0.lock() else { return to_json(payload.as_ref()) };
-        if let Some((_, text)) = kept.iter().find(|(kept, _)| Arc::ptr_eq(kept, payload)) {
-            return Ok(text.to_string());
-        }
-        let text = to_json(payload.as_ref())?;
-        if text.len() <= ENCODED_PAYLOAD_MAX_BYTES {
-            if kept.len() == ENCODED_PAYLOADS_KEPT {
-                kept.pop_front();
-            }
-            kept.push_back((payload.clone(), Arc::from(text.as_str())));
-        }
-        Ok(text)
-    }
 }
 
 /// How often the checkpoint thread copies committed WAL frames into the database file.
@@ -262,7 +235,7 @@ impl EmbeddedStore {
             .name("webhooks-store".into())
             .spawn(move || run_jobs(&connection, &queued))
             .map_err(|e| StoreError::Backend(format!("cannot start the store thread: {e}")))?;
-        Ok(Self { jobs, reader: None, open: None, encoded: Arc::default(), subscribers: Arc::default() })
+        Ok(Self { jobs, reader: None, open: None, subscribers: Arc::default() })
     }
 
     /// Runs `work` on the store thread inside the next commit. For work that is one statement
@@ -546,8 +519,10 @@ fn migrate(connection: &Connection) -> Result<(), StoreError> {
 /// The store thread: takes the jobs that are waiting, runs them in one transaction, commits,
 /// answers. Ends when every handle to the store is gone.
 fn run_jobs(connection: &Connection, queued: &mpsc::Receiver<Box<dyn Job>>) {
+    let mut busy = false;
     while let Ok(first) = queued.recv() {
-        let mut batch = std::iter::once(first).chain(queued.try_iter().take(MAX_JOBS_PER_COMMIT - 1));
+        let until = busy.then(|| std::time::Instant::now() + GATHER_WINDOW);
+        let mut batch = CommitBatch { queued, first: Some(first), taken: 0, until };
         let mut answers: Vec<Answer> = Vec::new();
         if let Err(err) = begin(connection) {
             batch.for_each(|job| job.refuse(&err));
@@ -566,6 +541,7 @@ fn run_jobs(connection: &Connection, queued: &mpsc::Receiver<Box<dyn Job>>) {
                 }
             }
         }
+        busy = batch.taken >= BUSY_FROM_JOBS;
         if connection.is_autocommit() {
             continue;
         }
@@ -577,6 +553,46 @@ fn run_jobs(connection: &Connection, queued: &mpsc::Receiver<Box<dyn Job>>) {
         for answer in answers {
             answer(committed.as_ref().map(|_| ()));
         }
+    }
+}
+
+/// How long a commit stays open for more jobs once the store is busy. A commit writes every
+/// page its jobs touched, and some pages are touched by nearly every commit (the last page of
+/// each webhook's log index, the task table's): under load, gathering a millisecond of jobs
+/// writes those once for dozens of jobs instead of once for a handful. An idle store commits at
+/// once.
+const GATHER_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
+/// A commit of at least this many jobs means the store is busy: the next one gathers.
+const BUSY_FROM_JOBS: usize = 4;
+
+/// The jobs of one commit: the first, those queued behind it, and, when `until` is set, those
+/// that arrive before it; at most [`MAX_JOBS_PER_COMMIT`]. Each is run as it comes, so the
+/// wait overlaps the work.
+struct CommitBatch<'a> {
+    queued: &'a mpsc::Receiver<Box<dyn Job>>,
+    first: Option<Box<dyn Job>>,
+    taken: usize,
+    until: Option<std::time::Instant>,
+}
+
+impl Iterator for CommitBatch<'_> {
+    type Item = Box<dyn Job>;
+
+    fn next(&mut self) -> Option<Box<dyn Job>> {
+        let job = match self.first.take() {
+            Some(first) => first,
+            None if self.taken >= MAX_JOBS_PER_COMMIT => return None,
+            None => match self.queued.try_recv() {
+                Ok(job) => job,
+                Err(mpsc::TryRecvError::Disconnected) => return None,
+                Err(mpsc::TryRecvError::Empty) => {
+                    let left = self.until?.checked_duration_since(std::time::Instant::now())?;
+                    self.queued.recv_timeout(left).ok()?
+                }
+            },
+        };
+        self.taken += 1;
+        Some(job)
     }
 }
 
@@ -827,7 +843,7 @@ impl Store for EmbeddedStore {
 
     async fn insert_deliveries(&self, entries: &[DeliveryLog]) -> Result<Vec<bool>, StoreError> {
         // An event's payload is encoded once, however many of its entries come together.
-        let mut events: Vec<(Uuid, i64, String)> = Vec::new();
+        let mut events: Vec<(Uuid, i64, Arc<RawValue>)> = Vec::new();
         let mut rows = Vec::with_capacity(entries.len());
         for entry in entries {
             let payload = match events.iter_mut().find(|(event_id, ..)| *event_id == entry.event_id) {
@@ -836,7 +852,8 @@ impl Store for EmbeddedStore {
                     payload.clone()
                 }
                 None => {
-                    let payload = self.encoded.encode(&entry.envelope.event)?;
+                    let payload =
+                        crate::domain::payload::encoded(&entry.envelope.event).map_err(StoreError::backend)?;
                     events.push((entry.event_id, entry.expires_at, payload.clone()));
                     payload
                 }
@@ -868,9 +885,9 @@ impl Store for EmbeddedStore {
             let mut sequenced: Vec<(Uuid, i64, bool)> = Vec::with_capacity(events.len());
             for (event_id, expires_at, payload) in &events {
                 let id = event_id.to_string();
-                upsert.execute(params![id, expires_at, payload]).map_err(db)?;
+                upsert.execute(params![id, expires_at, payload.get()]).map_err(db)?;
                 let (seq, same): (i64, bool) =
-                    stored.query_row(params![id, payload], |row| Ok((row.get(0)?, row.get(1)?))).map_err(db)?;
+                    stored.query_row(params![id, payload.get()], |row| Ok((row.get(0)?, row.get(1)?))).map_err(db)?;
                 sequenced.push((*event_id, seq, !same));
             }
             // An entry past retention counts as gone, purged or not: a new one replaces it.
@@ -893,7 +910,7 @@ impl Store for EmbeddedStore {
                         .find(|(id, ..)| *id == event_id)
                         .map(|(_, seq, differs)| (*seq, *differs))
                         .ok_or_else(|| StoreError::Backend("an entry's event was not stored".into()))?;
-                    let own_payload = if differs { Value::Text(payload) } else { Value::Null };
+                    let own_payload = if differs { Value::Text(payload.get().to_owned()) } else { Value::Null };
                     let values =
                         std::iter::once(Value::Integer(seq)).chain(row).chain([own_payload, unexpired_from.clone()]);
                     insert.execute(params_from_iter(values)).map(|n| n == 1).map_err(db)

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use http::HeaderMap;
-use http::header::{HeaderValue, RETRY_AFTER, USER_AGENT};
+use http::header::{ACCEPT, HeaderValue, RETRY_AFTER, USER_AGENT};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -225,6 +225,8 @@ impl DeliveryClient {
             Err(error) => return AttemptOutcome::failed(error, started),
         };
         headers.entry(USER_AGENT).or_insert_with(|| self.user_agent.clone());
+        // As Python requests (OneFuzz's own sender) and reqwest before this client send it.
+        headers.entry(ACCEPT).or_insert_with(|| HeaderValue::from_static("*/*"));
         let mut request = http::Request::new(Full::new(Bytes::from(body)));
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = uri;
@@ -574,6 +576,40 @@ mod tests {
             outcome.error,
             Some(DeliveryErrorKind::Blocked("localhost resolves only to non-public addresses".to_owned()))
         );
+    }
+
+    #[tokio::test]
+    async fn header_names_go_out_title_cased_with_the_user_agent_accept_and_length() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let seen = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buffer = [0u8; 4096];
+            while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+                let read = read_some(&stream, &mut buffer).await.unwrap();
+                assert!(read > 0, "the request ended before its head did");
+                head.extend_from_slice(&buffer[..read]);
+            }
+            write_all(&stream, response("200 OK", "", "").as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&head).into_owned()
+        });
+        let mut headers = signed_headers();
+        headers.insert("x-onefuzz-digest", HeaderValue::from_static("DIGEST"));
+
+        let outcome = client(loopback_allowed()).post(&url, headers, b"{}".to_vec()).await;
+        let head = seen.await.unwrap();
+
+        assert!(outcome.succeeded(), "{outcome:?}");
+        assert!(head.starts_with("POST /hook HTTP/1.1\r\n"), "{head}");
+        for line in
+            ["X-Onefuzz-Digest: DIGEST", "Webhook-Signature: ", "Content-Type: application/json", "Content-Length: 2"]
+        {
+            assert!(head.contains(line), "{line:?} missing from {head}");
+        }
+        assert!(head.contains("User-Agent: onefuzz-webhook test\r\n"), "{head}");
+        assert!(head.contains("Accept: */*\r\n"), "{head}");
+        assert!(head.contains("Host: 127.0.0.1:"), "{head}");
     }
 
     #[tokio::test]

@@ -424,9 +424,19 @@ impl<'a> StoredDelivery<'a> {
     }
 }
 
+/// The schema version [`migrate`] brings a store to.
+const SCHEMA_VERSION: i64 = 3;
+
 /// Schema changes since the first release, by `PRAGMA user_version`.
 fn migrate(connection: &Connection) -> Result<(), StoreError> {
     let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(db)?;
+    if version > SCHEMA_VERSION {
+        // Its tables are laid out in a way this build does not know: writing to them could
+        // lose what a newer build stored.
+        return Err(StoreError::Backend(format!(
+            "the store is at schema version {version}, newer than this build's {SCHEMA_VERSION}: run a newer webhooks"
+        )));
+    }
     if version < 1 {
         // Version 1 moves event payloads out of log entries into `events`. An entry whose
         // payload differs from its event's stored one (a producer reused an event id) keeps
@@ -519,10 +529,8 @@ fn migrate(connection: &Connection) -> Result<(), StoreError> {
 /// The store thread: takes the jobs that are waiting, runs them in one transaction, commits,
 /// answers. Ends when every handle to the store is gone.
 fn run_jobs(connection: &Connection, queued: &mpsc::Receiver<Box<dyn Job>>) {
-    let mut busy = false;
     while let Ok(first) = queued.recv() {
-        let until = busy.then(|| std::time::Instant::now() + GATHER_WINDOW);
-        let mut batch = CommitBatch { queued, first: Some(first), taken: 0, until };
+        let mut batch = std::iter::once(first).chain(queued.try_iter().take(MAX_JOBS_PER_COMMIT - 1));
         let mut answers: Vec<Answer> = Vec::new();
         if let Err(err) = begin(connection) {
             batch.for_each(|job| job.refuse(&err));
@@ -541,7 +549,6 @@ fn run_jobs(connection: &Connection, queued: &mpsc::Receiver<Box<dyn Job>>) {
                 }
             }
         }
-        busy = batch.taken >= BUSY_FROM_JOBS;
         if connection.is_autocommit() {
             continue;
         }
@@ -553,46 +560,6 @@ fn run_jobs(connection: &Connection, queued: &mpsc::Receiver<Box<dyn Job>>) {
         for answer in answers {
             answer(committed.as_ref().map(|_| ()));
         }
-    }
-}
-
-/// How long a commit stays open for more jobs once the store is busy. A commit writes every
-/// page its jobs touched, and some pages are touched by nearly every commit (the last page of
-/// each webhook's log index, the task table's): under load, gathering a millisecond of jobs
-/// writes those once for dozens of jobs instead of once for a handful. An idle store commits at
-/// once.
-const GATHER_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
-/// A commit of at least this many jobs means the store is busy: the next one gathers.
-const BUSY_FROM_JOBS: usize = 4;
-
-/// The jobs of one commit: the first, those queued behind it, and, when `until` is set, those
-/// that arrive before it; at most [`MAX_JOBS_PER_COMMIT`]. Each is run as it comes, so the
-/// wait overlaps the work.
-struct CommitBatch<'a> {
-    queued: &'a mpsc::Receiver<Box<dyn Job>>,
-    first: Option<Box<dyn Job>>,
-    taken: usize,
-    until: Option<std::time::Instant>,
-}
-
-impl Iterator for CommitBatch<'_> {
-    type Item = Box<dyn Job>;
-
-    fn next(&mut self) -> Option<Box<dyn Job>> {
-        let job = match self.first.take() {
-            Some(first) => first,
-            None if self.taken >= MAX_JOBS_PER_COMMIT => return None,
-            None => match self.queued.try_recv() {
-                Ok(job) => job,
-                Err(mpsc::TryRecvError::Disconnected) => return None,
-                Err(mpsc::TryRecvError::Empty) => {
-                    let left = self.until?.checked_duration_since(std::time::Instant::now())?;
-                    self.queued.recv_timeout(left).ok()?
-                }
-            },
-        };
-        self.taken += 1;
-        Some(job)
     }
 }
 

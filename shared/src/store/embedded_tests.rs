@@ -297,3 +297,16 @@ async fn subscribers_follow_webhook_writes_made_by_another_process_on_the_same_f
     assert_eq!(after_update.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["renamed"]);
     assert!(after_delete.is_empty());
 }
+
+#[test]
+fn a_store_written_by_a_newer_build_is_refused_rather_than_written_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rusqlite::Connection::open(dir.path().join("webhooks.db"))
+        .expect("raw connection")
+        .execute_batch("PRAGMA user_version = 99;")
+        .expect("newer version");
+
+    let refused = EmbeddedStore::open(dir.path()).err().map(|err| err.to_string()).unwrap_or_default();
+
+    assert!(refused.contains("schema version 99, newer than this build's 3"), "{refused}");
+}

@@ -2,8 +2,8 @@
 //!
 //! It owns three things the rest of the sender must not have to think about:
 //! - the SSRF guard, enforced on the addresses actually connected to: a resolver that drops
-//!   every address the [`AddressPolicy`] refuses, plus a check of IP-literal hosts (which reqwest
-//!   connects to without asking the resolver). Checking the URL text alone would be defeated by
+//!   every address the [`AddressPolicy`] refuses, plus a check of IP-literal hosts (which the
+//!   connector dials without asking the resolver). Checking the URL text alone would be defeated by
 //!   DNS names that point inside, and re-resolving after a check would be defeated by DNS
 //!   rebinding; filtering inside the resolver means the checked address is the one dialled.
 //! - one long-lived pooled hyper client (HTTP/1.1, TLS by rustls with the platform's roots), so
@@ -46,9 +46,13 @@ pub const RESPONSE_HEAD_BYTES: usize = 4096;
 /// connection much older than this is more likely to fail on reuse than to save a handshake.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Upper bound on TCP connect plus TLS handshake; a receiver that cannot even accept within
-/// this is down, and waiting longer only eats into the attempt's budget.
+/// Upper bound on resolving, TCP connect and TLS handshake together; a receiver that cannot
+/// even accept within this is down, and waiting longer only eats into the attempt's budget.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// TCP keepalive probes on pooled connections, and how long unacknowledged data may wait
+/// before the kernel drops the connection: a receiver that vanished is noticed, not waited on.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a [`DeliveryClient`] could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -163,9 +167,45 @@ impl tower_service::Service<Name> for GuardedResolver {
 
 /// Sends delivery attempts. Build one per process and share it (it is cheap to clone), so
 /// connections to a receiver are reused across attempts.
+/// A connector whose whole connect (resolving, TCP, TLS handshake) must finish within `limit`:
+/// the TCP connector's own timeout covers only each `connect` call, not the name lookup or
+/// the handshake.
+#[derive(Debug, Clone)]
+struct ConnectWithin<C> {
+    inner: C,
+    limit: Duration,
+}
+
+type Connecting<T> = Pin<Box<dyn Future<Output = Result<T, Box<dyn StdError + Send + Sync>>> + Send>>;
+
+impl<C> tower_service::Service<http::Uri> for ConnectWithin<C>
+where
+    C: tower_service::Service<http::Uri> + Send,
+    C::Future: Send + 'static,
+    C::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    type Response = C::Response;
+    type Error = Box<dyn StdError + Send + Sync>;
+    type Future = Connecting<C::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let (connecting, limit) = (self.inner.call(uri), self.limit);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, connecting).await {
+                Ok(connected) => connected.map_err(Into::into),
+                Err(_) => Err(Box::new(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")) as _),
+            }
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DeliveryClient {
-    http: Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>,
+    http: Client<ConnectWithin<HttpsConnector<HttpConnector<GuardedResolver>>>, Full<Bytes>>,
     policy: Arc<AddressPolicy>,
     timeout: Duration,
     user_agent: HeaderValue,
@@ -187,6 +227,15 @@ const TARGETS_KEPT: usize = 4096;
 impl DeliveryClient {
     /// `timeout` bounds each attempt from connect to the end of reading the response head.
     pub fn new(timeout: Duration, policy: AddressPolicy, user_agent: &str) -> Result<Self, DeliveryClientError> {
+        Self::with_connect_timeout(timeout, timeout.min(MAX_CONNECT_TIMEOUT), policy, user_agent)
+    }
+
+    fn with_connect_timeout(
+        timeout: Duration,
+        connect_timeout: Duration,
+        policy: AddressPolicy,
+        user_agent: &str,
+    ) -> Result<Self, DeliveryClientError> {
         let user_agent =
             HeaderValue::from_str(user_agent).map_err(|_| DeliveryClientError::UserAgent(user_agent.to_owned()))?;
         let policy = Arc::new(policy);
@@ -195,13 +244,17 @@ impl DeliveryClient {
         let mut tcp = HttpConnector::new_with_resolver(GuardedResolver { policy: Arc::clone(&policy) });
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(timeout.min(MAX_CONNECT_TIMEOUT)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .try_with_platform_verifier()
+        tcp.set_keepalive(Some(TCP_KEEPALIVE));
+        tcp.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+        // The provider named, not the process default: that one is ambiguous (and panics) once
+        // any dependency enables a second one.
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_platform_verifier(rustls::crypto::aws_lc_rs::default_provider())
             .map_err(|error| DeliveryClientError::Tls(error.to_string()))?
             .https_or_http()
             .enable_http1()
             .wrap_connector(tcp);
+        let connector = ConnectWithin { inner: tls, limit: connect_timeout };
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
@@ -676,6 +729,27 @@ mod tests {
         assert_eq!(outcome.status, None);
         assert!(outcome.duration >= Duration::from_millis(300), "{outcome:?}");
         assert!(outcome.duration < Duration::from_secs(2), "{outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn a_tls_handshake_that_never_comes_is_cut_at_the_connect_limit_not_the_attempt_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}/hook", listener.local_addr().unwrap());
+        // Accepts the TCP connection, then never answers the ClientHello.
+        let held = tokio::spawn(async move { listener.accept().await.map(|(stream, _)| stream) });
+        let client = DeliveryClient::with_connect_timeout(
+            Duration::from_secs(5),
+            Duration::from_millis(300),
+            loopback_allowed(),
+            "onefuzz-webhook test",
+        )
+        .unwrap();
+
+        let outcome = post(&client, &url).await;
+
+        assert_eq!(outcome.error, Some(DeliveryErrorKind::Timeout), "{outcome:?}");
+        assert!(outcome.duration < Duration::from_secs(2), "{outcome:?}");
+        drop(held);
     }
 
     #[tokio::test]

@@ -83,10 +83,10 @@ pub struct EmbeddedStore {
     subscribers: Arc<SubscriberCache>,
 }
 
-/// Each event type's subscribers as last read, and the webhooks generation (a counter every
-/// webhook write raises in its own transaction) they were read at. A lookup reads the
-/// generation, one small row, and reuses the list while it is unchanged: another process
-/// writing the same file raises it too, so no write is missed.
+/// Each event type's subscribers as last read, and the webhooks generation they were read at: a
+/// counter that every write to `webhooks` or `subscriptions` raises, by trigger, in its own
+/// transaction. A lookup reads the generation, one small row, and reuses the list while it is
+/// unchanged; another process writing the same file raises it too, so no write is missed.
 #[derive(Default)]
 struct SubscriberCache(Mutex<Option<(i64, SubscriberLists)>>);
 
@@ -114,14 +114,25 @@ impl SubscriberCache {
     }
 }
 
-/// Raises the webhooks generation, inside the transaction of a webhook write.
-fn webhooks_written(connection: &Connection) -> Result<(), StoreError> {
-    connection
-        .prepare_cached("UPDATE generations SET value = value + 1 WHERE name = 'webhooks'")
-        .map_err(db)?
-        .execute([])
-        .map_err(db)
-        .map(|_| ())
+/// Puts the file in WAL mode. SQLite refuses the switch at once, without its busy handler,
+/// while another connection (another process opening the same new store) holds a lock, so it
+/// is tried again for as long as the busy timeout.
+fn into_wal(connection: &Connection) -> Result<(), StoreError> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get::<_, String>(0)) {
+            Ok(_) => return Ok(()),
+            Err(err)
+                if matches!(
+                    err.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) && std::time::Instant::now() < until =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(err) => return Err(db(err)),
+        }
+    }
 }
 
 /// How often the checkpoint thread copies committed WAL frames into the database file.
@@ -220,15 +231,15 @@ impl EmbeddedStore {
     }
 
     fn init(connection: Connection) -> Result<Self, StoreError> {
+        // First: another process may be opening (and upgrading) the same file this moment.
+        connection.busy_timeout(std::time::Duration::from_secs(5)).map_err(StoreError::backend)?;
+        // Before anything is written, even the journal mode.
+        refuse_newer(user_version(&connection)?)?;
+        into_wal(&connection)?;
         connection
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;
-                 PRAGMA temp_store = MEMORY;",
-            )
+            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;")
             .map_err(StoreError::backend)?;
         connection.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES).map_err(StoreError::backend)?;
-        connection.execute_batch("").map_err(StoreError::backend)?;
-        connection.execute_batch(SCHEMA).map_err(StoreError::backend)?;
         migrate(&connection)?;
         let (jobs, queued) = mpsc::channel();
         std::thread::Builder::new()
@@ -428,23 +439,51 @@ impl<'a> StoredDelivery<'a> {
 const SCHEMA_VERSION: i64 = 3;
 
 /// Schema changes since the first release, by `PRAGMA user_version`.
+/// The first release's schema and every step since run in one transaction that reads the
+/// version itself, so processes opening a store at once upgrade it once: the others wait, then
+/// find nothing to do.
 fn migrate(connection: &Connection) -> Result<(), StoreError> {
-    let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(db)?;
+    // The write lock first, then the schema: a statement that read the schema before another
+    // process changed it could not take the lock without failing at once.
+    control(connection, "BEGIN IMMEDIATE")?;
+    let upgraded = connection
+        .execute_batch(SCHEMA)
+        .map_err(db)
+        .and_then(|()| user_version(connection))
+        .and_then(|version| migrate_from(connection, version));
+    match upgraded {
+        Ok(()) => control(connection, "COMMIT"),
+        Err(err) => {
+            let _ = connection.execute_batch("ROLLBACK");
+            Err(err)
+        }
+    }
+}
+
+fn user_version(connection: &Connection) -> Result<i64, StoreError> {
+    connection.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(db)
+}
+
+/// Refuses a store a newer build has laid out: its tables may be ones this build does not
+/// know, and writing to them could lose what that build stored.
+fn refuse_newer(version: i64) -> Result<(), StoreError> {
     if version > SCHEMA_VERSION {
-        // Its tables are laid out in a way this build does not know: writing to them could
-        // lose what a newer build stored.
         return Err(StoreError::Backend(format!(
             "the store is at schema version {version}, newer than this build's {SCHEMA_VERSION}: run a newer webhooks"
         )));
     }
+    Ok(())
+}
+
+fn migrate_from(connection: &Connection, version: i64) -> Result<(), StoreError> {
+    refuse_newer(version)?;
     if version < 1 {
         // Version 1 moves event payloads out of log entries into `events`. An entry whose
         // payload differs from its event's stored one (a producer reused an event id) keeps
         // its own in `deliveries.payload`.
         connection
             .execute_batch(
-                "BEGIN IMMEDIATE;
-                 CREATE TABLE events (
+                "CREATE TABLE events (
                      event_id TEXT PRIMARY KEY,
                      expires_at INTEGER NOT NULL,
                      payload TEXT NOT NULL
@@ -457,21 +496,14 @@ fn migrate(connection: &Connection) -> Result<(), StoreError> {
                      WHERE record -> '$.envelope.event' != 'null'
                      AND record -> '$.envelope.event' != (SELECT e.payload FROM events e WHERE e.event_id = deliveries.event_id);
                  UPDATE deliveries SET record = json_set(record, '$.envelope.event', json('null'))
-                     WHERE record -> '$.envelope.event' != 'null';
-                 PRAGMA user_version = 1;
-                 COMMIT;",
+                     WHERE record -> '$.envelope.event' != 'null';",
             )
             .map_err(|err| StoreError::Backend(format!("cannot upgrade the store to version 1: {err}")))?;
     }
     if version < 2 {
         // Version 2 counts how often the local worker handed each task to the sender.
         connection
-            .execute_batch(
-                "BEGIN IMMEDIATE;
-                 ALTER TABLE tasks ADD COLUMN receive_count INTEGER NOT NULL DEFAULT 0;
-                 PRAGMA user_version = 2;
-                 COMMIT;",
-            )
+            .execute_batch("ALTER TABLE tasks ADD COLUMN receive_count INTEGER NOT NULL DEFAULT 0;")
             .map_err(|err| StoreError::Backend(format!("cannot upgrade the store to version 2: {err}")))?;
     }
     if version < 3 {
@@ -480,12 +512,12 @@ fn migrate(connection: &Connection) -> Result<(), StoreError> {
         // on them takes each new entry to a random page, and each commit wrote about one page
         // per entry for it alone; sequence numbers grow, so new entries share the last pages.
         // An entry whose event row is missing (none should be) gets one from its own payload.
-        // `generations` counts the writes to webhooks, so a process can keep the subscribers it
-        // read for as long as no process has written a webhook since.
+        // `generations` counts the writes to webhooks and subscriptions (triggers, so a writer
+        // that does not know of it counts too), so a process can keep the subscribers it read
+        // for as long as nothing has written a webhook since.
         connection
             .execute_batch(
-                "BEGIN IMMEDIATE;
-                 CREATE TABLE events_v3 (
+                "CREATE TABLE events_v3 (
                      seq INTEGER PRIMARY KEY,
                      event_id TEXT NOT NULL UNIQUE,
                      expires_at INTEGER NOT NULL,
@@ -518,10 +550,23 @@ fn migrate(connection: &Connection) -> Result<(), StoreError> {
                  CREATE INDEX deliveries_by_time ON deliveries (webhook_id, created_key);
                  CREATE TABLE generations (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
                  INSERT INTO generations (name, value) VALUES ('webhooks', 0);
-                 PRAGMA user_version = 3;
-                 COMMIT;",
+                 CREATE TRIGGER webhooks_insert_raises_generation AFTER INSERT ON webhooks
+                     BEGIN UPDATE generations SET value = value + 1 WHERE name = 'webhooks'; END;
+                 CREATE TRIGGER webhooks_update_raises_generation AFTER UPDATE ON webhooks
+                     BEGIN UPDATE generations SET value = value + 1 WHERE name = 'webhooks'; END;
+                 CREATE TRIGGER webhooks_delete_raises_generation AFTER DELETE ON webhooks
+                     BEGIN UPDATE generations SET value = value + 1 WHERE name = 'webhooks'; END;
+                 CREATE TRIGGER subscriptions_insert_raises_generation AFTER INSERT ON subscriptions
+                     BEGIN UPDATE generations SET value = value + 1 WHERE name = 'webhooks'; END;
+                 CREATE TRIGGER subscriptions_update_raises_generation AFTER UPDATE ON subscriptions
+                     BEGIN UPDATE generations SET value = value + 1 WHERE name = 'webhooks'; END;
+                 CREATE TRIGGER subscriptions_delete_raises_generation AFTER DELETE ON subscriptions
+                     BEGIN UPDATE generations SET value = value + 1 WHERE name = 'webhooks'; END;",
             )
             .map_err(|err| StoreError::Backend(format!("cannot upgrade the store to version 3: {err}")))?;
+    }
+    if version < SCHEMA_VERSION {
+        connection.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db)?;
     }
     Ok(())
 }
@@ -684,7 +729,6 @@ impl Store for EmbeddedStore {
             if inserted == 0 {
                 return Err(StoreError::Conflict);
             }
-            webhooks_written(connection)?;
             insert_subscriptions(connection, &webhook)
         })
         .await
@@ -722,7 +766,6 @@ impl Store for EmbeddedStore {
                 .map_err(db)?
                 .execute(params![id])
                 .map_err(db)?;
-            webhooks_written(connection)?;
             insert_subscriptions(connection, &webhook)
         })
         .await
@@ -735,7 +778,6 @@ impl Store for EmbeddedStore {
             if deleted == 0 {
                 return Err(StoreError::NotFound);
             }
-            webhooks_written(connection)?;
             connection.execute("DELETE FROM subscriptions WHERE webhook_id = ?1", params![id]).map_err(db)?;
             connection.execute("DELETE FROM failures WHERE webhook_id = ?1", params![id]).map_err(db)?;
             connection.execute("DELETE FROM rate_limits WHERE webhook_id = ?1", params![id]).map_err(db)?;

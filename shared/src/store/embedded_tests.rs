@@ -309,4 +309,36 @@ fn a_store_written_by_a_newer_build_is_refused_rather_than_written_to() {
     let refused = EmbeddedStore::open(dir.path()).err().map(|err| err.to_string()).unwrap_or_default();
 
     assert!(refused.contains("schema version 99, newer than this build's 3"), "{refused}");
+    let raw = rusqlite::Connection::open(dir.path().join("webhooks.db")).expect("raw connection");
+    let objects: i64 = raw.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0)).unwrap();
+    let journal: String = raw.query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap();
+    assert_eq!((objects, journal.as_str()), (0, "delete"), "nothing was created or switched");
+}
+
+#[tokio::test]
+async fn subscribers_follow_a_webhook_removed_by_a_tool_that_knows_nothing_of_the_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let hook = webhook("removed by hand", &[EventType::TaskCreated]);
+    store.create_webhook(&hook).await.expect("create");
+    assert_eq!(store.subscribers(EventType::TaskCreated).await.expect("subs").len(), 1);
+
+    let raw = rusqlite::Connection::open(dir.path().join("webhooks.db")).expect("raw connection");
+    raw.execute_batch("DELETE FROM subscriptions; DELETE FROM webhooks;").expect("raw delete");
+
+    assert!(store.subscribers(EventType::TaskCreated).await.expect("subs").is_empty());
+}
+
+#[test]
+fn processes_opening_a_new_store_at_once_all_open_it_and_it_is_upgraded_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opened: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4).map(|_| scope.spawn(|| EmbeddedStore::open(dir.path()).map(|_| ()))).collect();
+        handles.into_iter().map(|handle| handle.join().expect("thread")).collect()
+    });
+
+    assert!(opened.iter().all(Result::is_ok), "{opened:?}");
+    let raw = rusqlite::Connection::open(dir.path().join("webhooks.db")).expect("raw connection");
+    let version: i64 = raw.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
+    assert_eq!(version, 3);
 }

@@ -23,15 +23,12 @@ pub struct IngestDefaults {
     pub instance_name: String,
 }
 
-struct EventMessageIn {
-    event: Value,
-    fields: EventFields,
-}
-
-/// Everything of a message but its payload.
+/// A producer's message; `E` is the payload's type: `Value`, or `IgnoredAny` to read the other
+/// fields alone.
 #[derive(Deserialize)]
-struct EventFields {
+struct EventMessageIn<E = Value> {
     event_type: String,
+    event: E,
     #[serde(default)]
     event_id: Option<Uuid>,
     #[serde(default)]
@@ -48,38 +45,20 @@ impl EventMessageIn {
     /// the parse. A message that does not parse this way is parsed again with paths, for the
     /// error that names where it is wrong.
     fn parse(mut value: Value) -> Result<Self, ParseError> {
-        if let Ok(fields) = EventFields::deserialize(&value)
+        if let Ok(fields) = EventMessageIn::<serde::de::IgnoredAny>::deserialize(&value)
             && let Some(event) = value.as_object_mut().and_then(|object| object.remove("event"))
         {
-            return Ok(Self { event, fields });
+            let EventMessageIn { event_type, event: _, event_id, instance_id, instance_name, created_at } = fields;
+            return Ok(Self { event_type, event, event_id, instance_id, instance_name, created_at });
         }
-        Self::parse_with_paths(value)
-    }
-
-    fn parse_with_paths(value: Value) -> Result<Self, ParseError> {
-        #[derive(Deserialize)]
-        struct Whole {
-            event_type: String,
-            event: Value,
-            #[serde(default)]
-            event_id: Option<Uuid>,
-            #[serde(default)]
-            instance_id: Option<Uuid>,
-            #[serde(default)]
-            instance_name: Option<String>,
-            #[serde(default)]
-            created_at: Option<DateTime<Utc>>,
-        }
-        let whole: Whole = serde_path_to_error::deserialize(value).map_err(|e| {
+        serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             if path == "." {
                 ParseError::new(e.inner().to_string())
             } else {
                 ParseError::new(format!("{path}: {}", e.inner()))
             }
-        })?;
-        let Whole { event_type, event, event_id, instance_id, instance_name, created_at } = whole;
-        Ok(Self { event, fields: EventFields { event_type, event_id, instance_id, instance_name, created_at } })
+        })
     }
 }
 
@@ -110,8 +89,9 @@ pub fn parse_event_message(
     defaults: &IngestDefaults,
     now: DateTime<Utc>,
 ) -> Result<EventEnvelope, ParseError> {
-    let EventMessageIn { event, fields } = EventMessageIn::parse(value)?;
-    let event_type = EventType::parse(&fields.event_type)?;
+    let message = EventMessageIn::parse(value)?;
+    let event = message.event;
+    let event_type = EventType::parse(&message.event_type)?;
     let mut size = ByteCount(0);
     let size = serde_json::to_writer(&mut size, &event).map(|()| size.0).unwrap_or(usize::MAX);
     if size > MAX_EVENT_BYTES {
@@ -119,11 +99,11 @@ pub fn parse_event_message(
     }
     event_type.validate(&event)?;
     Ok(EventEnvelope {
-        event_id: fields.event_id.unwrap_or(fallback_id),
+        event_id: message.event_id.unwrap_or(fallback_id),
         event_type,
         event: event.into(),
-        instance_id: fields.instance_id.unwrap_or(defaults.instance_id),
-        instance_name: fields.instance_name.unwrap_or_else(|| defaults.instance_name.clone()),
-        created_at: fields.created_at.unwrap_or(now),
+        instance_id: message.instance_id.unwrap_or(defaults.instance_id),
+        instance_name: message.instance_name.unwrap_or_else(|| defaults.instance_name.clone()),
+        created_at: message.created_at.unwrap_or(now),
     })
 }

@@ -438,10 +438,10 @@ impl<'a> StoredDelivery<'a> {
 /// The schema version [`migrate`] brings a store to.
 const SCHEMA_VERSION: i64 = 3;
 
-/// Schema changes since the first release, by `PRAGMA user_version`.
-/// The first release's schema and every step since run in one transaction that reads the
-/// version itself, so processes opening a store at once upgrade it once: the others wait, then
-/// find nothing to do.
+/// Brings the store to [`SCHEMA_VERSION`]: the first release's schema, then each change since,
+/// by `PRAGMA user_version`. All of it runs in one transaction that reads the version itself,
+/// so processes opening a store at once upgrade it once: the others wait, then find nothing
+/// to do.
 fn migrate(connection: &Connection) -> Result<(), StoreError> {
     // The write lock first, then the schema: a statement that read the schema before another
     // process changed it could not take the lock without failing at once.

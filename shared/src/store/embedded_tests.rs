@@ -83,15 +83,45 @@ async fn an_event_payload_is_stored_once_however_many_webhooks_it_goes_to() {
     assert_eq!(store.get_delivery(first.webhook_id, first.event_id).await.expect("get"), Some(first));
 }
 
-#[tokio::test]
-async fn a_store_from_before_payloads_moved_out_of_log_entries_is_upgraded_on_open() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// Three entries of one event, to three webhooks; the last one's payload differs (a producer
+/// reused the event id), as stores written before an upgrade may hold.
+fn entries_of_one_event() -> [crate::domain::DeliveryLog; 3] {
     let entry = delivery(WebhookId::new(), Utc::now());
     let mut same_event = entry.clone();
     same_event.webhook_id = WebhookId::new();
     let mut reused_id = entry.clone();
     reused_id.webhook_id = WebhookId::new();
     reused_id.envelope.event = serde_json::json!({"a": "different event under the same id"}).into();
+    [entry, same_event, reused_id]
+}
+
+/// `created_key` as every schema version wrote it.
+fn old_created_key(entry: &crate::domain::DeliveryLog) -> String {
+    format!("{}#{}", entry.created_at.format("%Y-%m-%dT%H:%M:%S%.9fZ"), entry.event_id)
+}
+
+/// Opens (upgrades) the store, updates the first entry and checks that each reads back whole,
+/// its own payload included. Returns the store and the updated first entry.
+async fn open_upgraded_and_check_entries(
+    dir: &std::path::Path,
+    [entry, same_event, reused_id]: [&crate::domain::DeliveryLog; 3],
+) -> (EmbeddedStore, crate::domain::DeliveryLog) {
+    let store = EmbeddedStore::open(dir).expect("open upgrades");
+    let mut updated = entry.clone();
+    updated.version = 1;
+    updated.state = DeliveryState::Failed;
+    store.update_delivery(&updated).await.expect("update");
+
+    assert_eq!(store.get_delivery(entry.webhook_id, entry.event_id).await.expect("get"), Some(updated.clone()));
+    assert_eq!(store.get_delivery(same_event.webhook_id, entry.event_id).await.expect("get"), Some(same_event.clone()));
+    assert_eq!(store.get_delivery(reused_id.webhook_id, entry.event_id).await.expect("get"), Some(reused_id.clone()));
+    (store, updated)
+}
+
+#[tokio::test]
+async fn a_store_from_before_payloads_moved_out_of_log_entries_is_upgraded_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [entry, same_event, reused_id] = entries_of_one_event();
     {
         // Log entries as version 0 stored them: the payload inline, no `events` table.
         let old = rusqlite::Connection::open(dir.path().join("webhooks.db")).expect("raw connection");
@@ -108,7 +138,7 @@ async fn a_store_from_before_payloads_moved_out_of_log_entries_is_upgraded_on_op
                 rusqlite::params![
                     old_entry.webhook_id.to_string(),
                     old_entry.event_id.to_string(),
-                    format!("{}#{}", old_entry.created_at.format("%Y-%m-%dT%H:%M:%S%.9fZ"), old_entry.event_id),
+                    old_created_key(old_entry),
                     old_entry.expires_at,
                     serde_json::to_string(old_entry).unwrap()
                 ],
@@ -117,15 +147,7 @@ async fn a_store_from_before_payloads_moved_out_of_log_entries_is_upgraded_on_op
         }
     }
 
-    let store = EmbeddedStore::open(dir.path()).expect("open upgrades");
-    let mut updated = entry.clone();
-    updated.version = 1;
-    updated.state = DeliveryState::Failed;
-    store.update_delivery(&updated).await.expect("update");
-
-    assert_eq!(store.get_delivery(entry.webhook_id, entry.event_id).await.expect("get"), Some(updated.clone()));
-    assert_eq!(store.get_delivery(same_event.webhook_id, entry.event_id).await.expect("get"), Some(same_event));
-    assert_eq!(store.get_delivery(reused_id.webhook_id, entry.event_id).await.expect("get"), Some(reused_id));
+    let (store, updated) = open_upgraded_and_check_entries(dir.path(), [&entry, &same_event, &reused_id]).await;
     drop(store);
     let reopened = EmbeddedStore::open(dir.path()).expect("opening again changes nothing");
     let listed = reopened.list_deliveries(entry.webhook_id, None, PageRequest { limit: 10, cursor: None }).await;
@@ -212,12 +234,7 @@ async fn committed_pages_reach_the_database_file_while_the_store_stays_open() {
 #[tokio::test]
 async fn a_store_from_before_entries_were_keyed_by_event_sequence_is_upgraded_on_open() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let entry = delivery(WebhookId::new(), Utc::now());
-    let mut same_event = entry.clone();
-    same_event.webhook_id = WebhookId::new();
-    let mut reused_id = entry.clone();
-    reused_id.webhook_id = WebhookId::new();
-    reused_id.envelope.event = serde_json::json!({"a": "different event under the same id"}).into();
+    let [entry, same_event, reused_id] = entries_of_one_event();
     let stored = |entry: &crate::domain::DeliveryLog| {
         let mut record = serde_json::to_value(entry).unwrap();
         record["envelope"]["event"] = serde_json::Value::Null;
@@ -251,7 +268,7 @@ async fn a_store_from_before_entries_were_keyed_by_event_sequence_is_upgraded_on
                 rusqlite::params![
                     old_entry.webhook_id.to_string(),
                     old_entry.event_id.to_string(),
-                    format!("{}#{}", old_entry.created_at.format("%Y-%m-%dT%H:%M:%S%.9fZ"), old_entry.event_id),
+                    old_created_key(old_entry),
                     old_entry.expires_at,
                     stored(old_entry),
                     own_payload,
@@ -261,15 +278,7 @@ async fn a_store_from_before_entries_were_keyed_by_event_sequence_is_upgraded_on
         }
     }
 
-    let store = EmbeddedStore::open(dir.path()).expect("open upgrades");
-    let mut updated = entry.clone();
-    updated.version = 1;
-    updated.state = DeliveryState::Failed;
-    store.update_delivery(&updated).await.expect("update");
-
-    assert_eq!(store.get_delivery(entry.webhook_id, entry.event_id).await.expect("get"), Some(updated.clone()));
-    assert_eq!(store.get_delivery(same_event.webhook_id, entry.event_id).await.expect("get"), Some(same_event.clone()));
-    assert_eq!(store.get_delivery(reused_id.webhook_id, entry.event_id).await.expect("get"), Some(reused_id));
+    let (store, updated) = open_upgraded_and_check_entries(dir.path(), [&entry, &same_event, &reused_id]).await;
     // The (webhook, event) key survived the upgrade: the same delivery cannot be logged twice.
     assert!(!store.insert_delivery(&same_event).await.expect("insert again"));
     let listed = store.list_deliveries(entry.webhook_id, None, PageRequest { limit: 10, cursor: None }).await;
